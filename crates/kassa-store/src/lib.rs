@@ -1,0 +1,313 @@
+//! Kassa's storage boundary.
+//!
+//! [`LedgerStore`] is what the ledger needs from a database. It has two
+//! implementations, `kassa-store-sqlite` and `kassa-store-postgres`; the
+//! binary picks one from the database URL ([`DatabaseUrl::parse`]). Both run
+//! the same rules, [`kassa_core::ledger::apply_batch`], inside one database
+//! transaction per batch, so the rules cannot drift apart between engines.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use kassa_core::ledger::{Account, AccountError, AccountStatus, NewAccount, NewTransfer, Transfer, TransferOutcome};
+use kassa_core::{AccountId, Amount, TransferId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The database could not be reached or the transaction could not
+    /// commit; nothing was changed and the caller may retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    /// A row that the schema's constraints should have prevented.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    BadUrl(String),
+}
+
+/// Which database a URL names. Anything that is not clearly SQLite or
+/// PostgreSQL is refused, so a typo never silently creates a new database
+/// somewhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    // The PostgreSQL URL may carry a password, so it is never printed whole.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+            DatabaseUrl::Postgres(_) => write!(f, "Postgres(..)"),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(StoreError::BadUrl("a sqlite URL needs a file path: sqlite://PATH".into()));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        let scheme: String = url.split(':').next().unwrap_or("").chars().take(20).collect();
+        Err(StoreError::BadUrl(format!(
+            "unsupported database URL (scheme {scheme:?}): use sqlite://PATH or postgres://USER@HOST/DB"
+        )))
+    }
+}
+
+/// What the ledger needs from a database. Every method is one database
+/// transaction; `apply` is the only one that moves money.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    async fn create_account(&self, account: NewAccount, now_us: i64) -> Result<Account, StoreError>;
+    /// Opens many accounts in one transaction, all or none.
+    async fn create_accounts(&self, accounts: Vec<NewAccount>, now_us: i64) -> Result<Vec<AccountId>, StoreError>;
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+    async fn account_by_number(&self, number: &str) -> Result<Option<Account>, StoreError>;
+    /// Several accounts read in one transaction, so their balances are one
+    /// consistent snapshot. Missing ids are left out.
+    async fn accounts(&self, ids: &[AccountId]) -> Result<Vec<Account>, StoreError>;
+    async fn set_account_status(&self, id: AccountId, status: AccountStatus) -> Result<Account, StoreError>;
+    async fn set_credit_limit(&self, id: AccountId, credit_limit: Amount) -> Result<Account, StoreError>;
+
+    /// Applies the requests of one group-commit batch with
+    /// [`kassa_core::ledger::apply_batch`] in one database transaction and
+    /// returns only after it is durable. An error means nothing was written.
+    async fn apply(&self, requests: Vec<Vec<NewTransfer>>, now_us: i64) -> Result<Vec<Vec<TransferOutcome>>, StoreError>;
+
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
+    /// An account's transfers, newest first, starting below `before_seq`.
+    async fn history(
+        &self,
+        account: AccountId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Transfer>, StoreError>;
+    /// The posted balance the account had at `at_us` (after every transfer
+    /// created at or before that moment).
+    async fn balance_at(&self, account: AccountId, at_us: i64) -> Result<i64, StoreError>;
+    /// Pending transfers whose timeout has passed, oldest first.
+    async fn expired_pending(&self, now_us: i64, limit: u32) -> Result<Vec<Transfer>, StoreError>;
+    /// Reads what `kassa check` needs, in one read transaction.
+    async fn check_inputs(&self) -> Result<CheckInputs, StoreError>;
+}
+
+// ---------------------------------------------------------------- checking
+
+/// One account as stored, beside the totals recomputed from its transfers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountCheckRow {
+    pub account: Account,
+    pub from_transfers: Totals,
+    /// The newest transfer that names the account, by sequence.
+    pub max_seq: Option<i64>,
+    /// The posted balance recorded on that newest transfer.
+    pub newest_balance_after: Option<i64>,
+}
+
+/// Sums of transfer amounts by effect, recomputed from the transfers table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub debits_posted: i128,
+    pub credits_posted: i128,
+    pub debits_pending: i128,
+    pub credits_pending: i128,
+}
+
+/// A transfer row that breaks a rule the schema should already enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadTransfer {
+    pub id: TransferId,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckInputs {
+    pub accounts: Vec<AccountCheckRow>,
+    pub transfers: u64,
+    pub bad_transfers: Vec<BadTransfer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    CurrencyNotZero { currency: String, posted_sum: i128 },
+    PendingNotBalanced { currency: String, debits: i128, credits: i128 },
+    CachedTotalMismatch { account: AccountId, field: &'static str, cached: i128, from_transfers: i128 },
+    BelowCreditLimit { account: AccountId, available: i128, credit_limit: i64 },
+    HistoryHeadMismatch { account: AccountId, cached: Option<i64>, newest: Option<i64> },
+    BalanceAfterMismatch { account: AccountId, cached: i64, newest_balance_after: i64 },
+    UnbalancedTransfer { id: TransferId, reason: String },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::CurrencyNotZero { currency, posted_sum } => {
+                write!(f, "{currency}: posted balances sum to {posted_sum} minor units, not 0")
+            }
+            Violation::PendingNotBalanced { currency, debits, credits } => {
+                write!(f, "{currency}: pending debits {debits} differ from pending credits {credits}")
+            }
+            Violation::CachedTotalMismatch { account, field, cached, from_transfers } => write!(
+                f,
+                "account {account}: {field} is {cached} on the account but {from_transfers} from its transfers"
+            ),
+            Violation::BelowCreditLimit { account, available, credit_limit } => write!(
+                f,
+                "account {account}: available {available} is below its credit limit of -{credit_limit} with no bank overdraft recorded"
+            ),
+            Violation::HistoryHeadMismatch { account, cached, newest } => {
+                write!(f, "account {account}: history head is {cached:?} but its newest transfer is {newest:?}")
+            }
+            Violation::BalanceAfterMismatch { account, cached, newest_balance_after } => write!(
+                f,
+                "account {account}: balance {cached} differs from {newest_balance_after} recorded on its newest transfer"
+            ),
+            Violation::UnbalancedTransfer { id, reason } => write!(f, "transfer {id}: {reason}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub accounts: u64,
+    pub posted_sum: i128,
+    pub debits_pending: i128,
+    pub credits_pending: i128,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub accounts: u64,
+    pub transfers: u64,
+    pub currencies: BTreeMap<String, CurrencyTotals>,
+    /// Customer accounts a flagged bank debit holds below the limit:
+    /// allowed and reported, not a violation.
+    pub bank_overdrafts: Vec<AccountId>,
+    pub violations: Vec<Violation>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Compares what is cached on accounts with what the transfers say.
+    pub fn from_inputs(inputs: CheckInputs) -> CheckReport {
+        let mut report = CheckReport { transfers: inputs.transfers, ..CheckReport::default() };
+        for row in &inputs.accounts {
+            let account = &row.account;
+            report.accounts += 1;
+            let totals = report.currencies.entry(account.currency.code().to_owned()).or_default();
+            totals.accounts += 1;
+            totals.posted_sum += i128::from(account.balances.posted());
+            totals.debits_pending += i128::from(account.balances.debits_pending.minor());
+            totals.credits_pending += i128::from(account.balances.credits_pending.minor());
+            let cached = [
+                ("debits_posted", account.balances.debits_posted, row.from_transfers.debits_posted),
+                ("credits_posted", account.balances.credits_posted, row.from_transfers.credits_posted),
+                ("debits_pending", account.balances.debits_pending, row.from_transfers.debits_pending),
+                ("credits_pending", account.balances.credits_pending, row.from_transfers.credits_pending),
+            ];
+            for (field, cached, from_transfers) in cached {
+                if i128::from(cached.minor()) != from_transfers {
+                    report.violations.push(Violation::CachedTotalMismatch {
+                        account: account.id,
+                        field,
+                        cached: i128::from(cached.minor()),
+                        from_transfers,
+                    });
+                }
+            }
+            if !account.kind.is_system() {
+                let available = account.balances.available();
+                let floor = -i128::from(account.credit_limit.minor());
+                if available < floor {
+                    if account.bank_overdraft {
+                        report.bank_overdrafts.push(account.id);
+                    } else {
+                        report.violations.push(Violation::BelowCreditLimit {
+                            account: account.id,
+                            available,
+                            credit_limit: account.credit_limit.minor(),
+                        });
+                    }
+                }
+            }
+            if account.last_seq != row.max_seq {
+                report.violations.push(Violation::HistoryHeadMismatch {
+                    account: account.id,
+                    cached: account.last_seq,
+                    newest: row.max_seq,
+                });
+            }
+            if let Some(newest) = row.newest_balance_after
+                && newest != account.balances.posted()
+            {
+                report.violations.push(Violation::BalanceAfterMismatch {
+                    account: account.id,
+                    cached: account.balances.posted(),
+                    newest_balance_after: newest,
+                });
+            }
+        }
+        for (currency, totals) in &report.currencies {
+            if totals.posted_sum != 0 {
+                report
+                    .violations
+                    .push(Violation::CurrencyNotZero { currency: currency.clone(), posted_sum: totals.posted_sum });
+            }
+            if totals.debits_pending != totals.credits_pending {
+                report.violations.push(Violation::PendingNotBalanced {
+                    currency: currency.clone(),
+                    debits: totals.debits_pending,
+                    credits: totals.credits_pending,
+                });
+            }
+        }
+        for bad in inputs.bad_transfers {
+            report.violations.push(Violation::UnbalancedTransfer { id: bad.id, reason: bad.reason });
+        }
+        report
+    }
+}
+
+/// Microseconds since the Unix epoch, the ledger's unit of time.
+pub fn now_us() -> i64 {
+    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_engine_or_are_refused() {
+        assert_eq!(DatabaseUrl::parse("sqlite://x/k.db").ok(), Some(DatabaseUrl::Sqlite("x/k.db".into())));
+        assert_eq!(DatabaseUrl::parse("sqlite:k.db").ok(), Some(DatabaseUrl::Sqlite("k.db".into())));
+        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        for bad in ["mysql://u:secret@h/db", "k.db", "", "sqlite://"] {
+            let error = DatabaseUrl::parse(bad).map(|_| ()).unwrap_err().to_string();
+            assert!(!error.contains("secret"), "{error}");
+            assert!(error.contains("sqlite"), "{error}");
+        }
+    }
+}
