@@ -1,1 +1,300 @@
-//! kassa-ledger
+//! The ledger: the one writer of money, with group commit.
+//!
+//! Every money-moving command goes through [`Ledger::submit`]. Requests wait
+//! in a bounded queue; one writer task takes as many as fit in a batch
+//! (bounded by [`LedgerConfig::batch_transfers_max`]), applies them in one
+//! database transaction with one fsync, and only then answers each caller.
+//! While one batch commits, the next one gathers, so under load batches grow
+//! by themselves and the cost of the fsync is shared. A rejected transfer
+//! fails alone (unless linked); a database failure fails the whole batch and
+//! changes nothing, so callers may retry with the same transfer ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kassa_core::ledger::{
+    Account, AccountStatus, Created, NewAccount, NewTransfer, REQUEST_TRANSFERS_MAX, Transfer, TransferOp,
+    TransferOutcome,
+};
+use kassa_core::{AccountId, Amount, TransferId};
+use kassa_store::{CheckReport, LedgerStore, StoreError, now_us};
+use tokio::sync::{mpsc, oneshot};
+
+/// Bounds of the group-commit writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Most transfers in one database transaction.
+    pub batch_transfers_max: usize,
+    /// How long the writer waits for more requests after the first one of a
+    /// batch arrives. Zero takes only what is already queued: under load the
+    /// queue fills while the previous batch commits, so no wait is needed.
+    pub batch_wait: Duration,
+    /// Most requests waiting for the writer; callers beyond it wait to
+    /// enqueue (backpressure instead of unbounded memory).
+    pub queue_requests_max: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        LedgerConfig { batch_transfers_max: 8190, batch_wait: Duration::ZERO, queue_requests_max: 16_384 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("a request may carry at most {REQUEST_TRANSFERS_MAX} transfers")]
+    TooManyTransfers,
+    #[error("a request must carry at least one transfer")]
+    EmptyRequest,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the ledger is shutting down")]
+    ShuttingDown,
+}
+
+impl LedgerError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::TooManyTransfers => "too_many_transfers",
+            LedgerError::EmptyRequest => "empty_request",
+            LedgerError::Store(StoreError::Account(error)) => error.code(),
+            LedgerError::Store(_) | LedgerError::ShuttingDown => "ledger_unavailable",
+        }
+    }
+}
+
+struct Job {
+    transfers: Vec<NewTransfer>,
+    reply: oneshot::Sender<Result<Vec<TransferOutcome>, Arc<StoreError>>>,
+}
+
+/// Figures the writer keeps about its batches, for `/metrics` and the
+/// benchmark.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub transfers: std::sync::atomic::AtomicU64,
+    pub commit_us_total: std::sync::atomic::AtomicU64,
+    pub largest_batch: std::sync::atomic::AtomicU64,
+}
+
+/// A handle to the ledger; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+    queue: mpsc::Sender<Job>,
+    stats: Arc<LedgerStats>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("backend", &self.store.backend()).finish()
+    }
+}
+
+impl Ledger {
+    /// Starts the writer task on the current tokio runtime. It ends when the
+    /// last handle is dropped, after answering everything queued.
+    pub fn start(store: Arc<dyn LedgerStore>, config: LedgerConfig) -> Ledger {
+        let (queue, receiver) = mpsc::channel(config.queue_requests_max.max(1));
+        let stats = Arc::new(LedgerStats::default());
+        tokio::spawn(writer(Arc::clone(&store), receiver, config, Arc::clone(&stats)));
+        Ledger { store, queue, stats }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    pub fn stats(&self) -> &LedgerStats {
+        &self.stats
+    }
+
+    /// Submits one request (a single transfer, or several, possibly linked)
+    /// and waits until its batch is durable. Outcomes are in request order.
+    pub async fn submit(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferOutcome>, LedgerError> {
+        if transfers.is_empty() {
+            return Err(LedgerError::EmptyRequest);
+        }
+        if transfers.len() > REQUEST_TRANSFERS_MAX {
+            return Err(LedgerError::TooManyTransfers);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job { transfers, reply }).await.map_err(|_| LedgerError::ShuttingDown)?;
+        match answer.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(error)) => Err(LedgerError::Store(clone_store_error(&error))),
+            Err(_) => Err(LedgerError::ShuttingDown),
+        }
+    }
+
+    /// Submits a single transfer.
+    pub async fn transfer(&self, transfer: NewTransfer) -> Result<TransferOutcome, LedgerError> {
+        let mut outcomes = self.submit(vec![transfer]).await?;
+        outcomes.pop().ok_or(LedgerError::ShuttingDown)
+    }
+
+    pub async fn create_account(&self, account: NewAccount) -> Result<Account, StoreError> {
+        self.store.create_account(account, now_us()).await
+    }
+
+    pub async fn set_account_status(&self, id: AccountId, status: AccountStatus) -> Result<Account, StoreError> {
+        self.store.set_account_status(id, status).await
+    }
+
+    pub async fn set_credit_limit(&self, id: AccountId, limit: Amount) -> Result<Account, StoreError> {
+        self.store.set_credit_limit(id, limit).await
+    }
+
+    pub async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.store.account(id).await
+    }
+
+    pub async fn history(&self, id: AccountId, before_seq: Option<i64>, limit: u32) -> Result<Vec<Transfer>, StoreError> {
+        self.store.history(id, before_seq, limit).await
+    }
+
+    pub async fn balance_at(&self, id: AccountId, at_us: i64) -> Result<i64, StoreError> {
+        self.store.balance_at(id, at_us).await
+    }
+
+    pub async fn check(&self) -> Result<CheckReport, StoreError> {
+        Ok(CheckReport::from_inputs(self.store.check_inputs().await?))
+    }
+
+    /// Voids pending transfers whose timeout has passed, as of `now_us`.
+    /// Returns how many were voided. Safe to run on several nodes at once:
+    /// a pending transfer is voided at most once, and losing that race is
+    /// reported as `pending_transfer_already_*`, which is ignored here.
+    pub async fn expire_pending(&self, now_us: i64, limit: u32) -> Result<usize, LedgerError> {
+        let expired = self.store.expired_pending(now_us, limit).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let voids: Vec<NewTransfer> = expired
+            .iter()
+            .map(|pending| NewTransfer {
+                id: expiry_void_id(pending.id),
+                debit_account: pending.debit_account,
+                credit_account: pending.credit_account,
+                amount: pending.amount,
+                currency: pending.currency,
+                kind: pending.kind,
+                op: TransferOp::Void { pending_id: pending.id },
+                linked: false,
+                bank_debit: false,
+                description: "expired".to_owned(),
+            })
+            .collect();
+        let mut voided = 0;
+        for chunk in voids.chunks(REQUEST_TRANSFERS_MAX) {
+            for outcome in self.submit(chunk.to_vec()).await? {
+                if matches!(outcome, Ok(Created { replayed: false, .. })) {
+                    voided += 1;
+                }
+            }
+        }
+        Ok(voided)
+    }
+
+    /// Runs [`Ledger::expire_pending`] every `every` until the handle's
+    /// writer stops. Errors are retried on the next tick.
+    pub fn spawn_expiry(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                if ledger.queue.is_closed() {
+                    break;
+                }
+                let _ = ledger.expire_pending(now_us(), 1000).await;
+            }
+        })
+    }
+}
+
+/// The id of the void that expires `pending`: derived from the pending id,
+/// so two nodes expiring the same hold submit the same transfer and the
+/// second one is an idempotent replay.
+pub fn expiry_void_id(pending: TransferId) -> TransferId {
+    // Flip the UUID version nibble to 0xf, a value no RFC 9562 generator
+    // produces, and mix the rest so the id differs from the pending one.
+    let mixed = pending.0.rotate_left(64) ^ 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
+    TransferId((mixed & !(0xf_u128 << 76)) | (0xf_u128 << 76))
+}
+
+fn clone_store_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Account(error) => StoreError::Account(error.clone()),
+        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+        StoreError::Database(message) => StoreError::Database(message.clone()),
+        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
+        StoreError::BadUrl(message) => StoreError::BadUrl(message.clone()),
+    }
+}
+
+async fn writer(
+    store: Arc<dyn LedgerStore>,
+    mut receiver: mpsc::Receiver<Job>,
+    config: LedgerConfig,
+    stats: Arc<LedgerStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // A request larger than the bound still runs, alone in its batch.
+    let batch_max = config.batch_transfers_max.max(1);
+    // A job that did not fit in the previous batch starts the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match receiver.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut count = first.transfers.len();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + config.batch_wait;
+        while count < batch_max {
+            let next = match receiver.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if config.batch_wait.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, receiver.recv()).await.ok().flatten()
+                }
+            };
+            let Some(job) = next else { break };
+            if count + job.transfers.len() > batch_max {
+                carried = Some(job);
+                break;
+            }
+            count += job.transfers.len();
+            jobs.push(job);
+        }
+        let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|job| (job.transfers, job.reply)).unzip();
+        let started = std::time::Instant::now();
+        let result = store.apply(requests, now_us()).await;
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.batches.fetch_add(1, Relaxed);
+        stats.transfers.fetch_add(count as u64, Relaxed);
+        stats.commit_us_total.fetch_add(elapsed_us, Relaxed);
+        stats.largest_batch.fetch_max(count as u64, Relaxed);
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting still had its transfer
+                    // committed; it can find it by id.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                for reply in replies {
+                    let _ = reply.send(Err(Arc::clone(&error)));
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,4 @@
-//! kassa-testkit
+//! Test support for Kassa: temporary databases on both engines and a
+//! reference model of the ledger.
+
+pub mod postgres;

@@ -1,1 +1,98 @@
-fn main() {}
+//! `kassa`: the one binary. Each subcommand is a thin shell over the library
+//! crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kassa_store::{DatabaseUrl, LedgerStore};
+
+mod bench;
+mod check;
+mod dev;
+
+#[derive(Debug, Parser)]
+#[command(name = "kassa", version, about = "A banking and payments server: a double-entry ledger with exact money.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the database is: a data directory (SQLite file inside) or a URL.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// The data directory; the SQLite database is `<DIR>/kassa.db`.
+    #[arg(long, env = "KASSA_DATA_DIR", default_value = "./kassa-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; overrides --data-dir.
+    #[arg(long, env = "KASSA_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("kassa.db").display()),
+        }
+    }
+
+    /// Opens the store the URL names, applying migrations.
+    pub async fn open(&self, pool_size: usize) -> anyhow::Result<Arc<dyn LedgerStore>> {
+        open_store(&self.url(), pool_size).await
+    }
+}
+
+/// Opens the engine a database URL names; anything else is refused.
+pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    Ok(match DatabaseUrl::parse(url)? {
+        DatabaseUrl::Sqlite(path) => Arc::new(
+            kassa_store_sqlite::SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening the SQLite database {}", path.display()))?,
+        ),
+        DatabaseUrl::Postgres(url) => Arc::new(
+            kassa_store_postgres::PostgresStore::connect(&url, pool_size)
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+    })
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prove from the database that the books balance; exits 1 on any violation.
+    Check(check::Args),
+    /// Measure durable transfers per second against a plain SQL baseline.
+    Bench(bench::Args),
+    /// Tools for the project's own tests (crash and multi-process loads).
+    #[command(hide = true, subcommand)]
+    Dev(dev::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Check(args) => check::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Dev(command) => dev::run(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder: the temporary PostgreSQL database helper is being written.
