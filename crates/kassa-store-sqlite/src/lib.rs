@@ -100,7 +100,7 @@ fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, StoreError
              PRAGMA cache_size = -{cache_kib};"
         ))
         .map_err(db_error)?;
-    connection.set_prepared_statement_cache_capacity(64);
+    connection.set_prepared_statement_cache_capacity(256);
     Ok(connection)
 }
 
@@ -239,6 +239,53 @@ fn insert_account(connection: &Connection, account: &NewAccount, now_us: i64) ->
     }
 }
 
+/// Rows written per INSERT or UPDATE statement. Multi-row statements pay
+/// SQLite's per-statement costs (including the lookup tables it builds for
+/// the schema's `IN (…)` checks) once per chunk instead of once per row.
+const ROWS_PER_STATEMENT: usize = 64;
+const TRANSFER_COLUMN_COUNT: usize = 22;
+
+fn insert_transfers_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; TRANSFER_COLUMN_COUNT].join(", "));
+    format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES {}", vec![row; rows].join(", "))
+}
+
+fn update_accounts_sql(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+        "UPDATE accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = v.column4,
+             credits_pending = v.column5, bank_overdraft = v.column6, last_seq = v.column7
+         FROM (VALUES {values}) AS v WHERE accounts.id = v.column1"
+    )
+}
+
+/// Binds one transfer's columns, in TRANSFER_COLUMNS order, after `offset`.
+fn bind_transfer(statement: &mut rusqlite::Statement<'_>, offset: usize, transfer: &Transfer) -> rusqlite::Result<()> {
+    let at = |column: usize| offset + column;
+    statement.raw_bind_parameter(at(1), transfer.seq)?;
+    statement.raw_bind_parameter(at(2), transfer.id.to_bytes())?;
+    statement.raw_bind_parameter(at(3), transfer.debit_account.0)?;
+    statement.raw_bind_parameter(at(4), transfer.credit_account.0)?;
+    statement.raw_bind_parameter(at(5), transfer.amount.minor())?;
+    statement.raw_bind_parameter(at(6), transfer.currency.code())?;
+    statement.raw_bind_parameter(at(7), transfer.kind.as_str())?;
+    statement.raw_bind_parameter(at(8), transfer.op.name())?;
+    statement.raw_bind_parameter(at(9), transfer.op.reference().map(TransferId::to_bytes))?;
+    statement.raw_bind_parameter(at(10), transfer.op.timeout_s())?;
+    statement.raw_bind_parameter(at(11), transfer.state.as_str())?;
+    statement.raw_bind_parameter(at(12), transfer.linked)?;
+    statement.raw_bind_parameter(at(13), transfer.bank_debit)?;
+    statement.raw_bind_parameter(at(14), transfer.description.as_str())?;
+    statement.raw_bind_parameter(at(15), transfer.chain_id.map(TransferId::to_bytes))?;
+    statement.raw_bind_parameter(at(16), transfer.expires_at_us)?;
+    statement.raw_bind_parameter(at(17), transfer.created_at_us)?;
+    statement.raw_bind_parameter(at(18), transfer.debit_balance_after)?;
+    statement.raw_bind_parameter(at(19), transfer.credit_balance_after)?;
+    statement.raw_bind_parameter(at(20), transfer.prev_debit_seq)?;
+    statement.raw_bind_parameter(at(21), transfer.prev_credit_seq)?;
+    statement.raw_bind_parameter(at(22), transfer.overdraft)
+}
+
 /// Loads what a batch needs, applies the rules and writes the effects, all
 /// inside the caller's `BEGIN IMMEDIATE` transaction.
 fn apply_in_transaction(
@@ -251,7 +298,14 @@ fn apply_in_transaction(
         let mut by_id =
             transaction.prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))?;
         let mut reversed = transaction.prepare_cached("SELECT 1 FROM transfers WHERE ref_id = ?1 AND op = 'reverse'")?;
+        // Ids sort like their bytes, so an id above the largest stored one
+        // cannot exist yet: with time-ordered ids that skips nearly every
+        // lookup of a new transfer.
+        let largest: Option<Vec<u8>> = transaction.query_row("SELECT MAX(id) FROM transfers", [], |row| row.get(0))?;
         for id in LedgerState::transfer_ids_needed(requests) {
+            if largest.as_deref().is_none_or(|largest| id.to_bytes().as_slice() > largest) {
+                continue;
+            }
             if let Some(transfer) = by_id.query_row([id.to_bytes()], transfer_from_row).optional()? {
                 state.transfers.insert(id, transfer);
             }
@@ -281,35 +335,12 @@ fn apply_in_transaction(
     };
     let effects = apply_batch(&mut state, requests, now_us, &mut next_seq);
 
-    let mut insert = transaction.prepare_cached(&format!(
-        "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
-    ))?;
-    for transfer in &effects.inserted {
-        insert.execute(params![
-            transfer.seq,
-            transfer.id.to_bytes(),
-            transfer.debit_account.0,
-            transfer.credit_account.0,
-            transfer.amount.minor(),
-            transfer.currency.code(),
-            transfer.kind.as_str(),
-            transfer.op.name(),
-            transfer.op.reference().map(TransferId::to_bytes),
-            transfer.op.timeout_s(),
-            transfer.state.as_str(),
-            transfer.linked,
-            transfer.bank_debit,
-            transfer.description,
-            transfer.chain_id.map(TransferId::to_bytes),
-            transfer.expires_at_us,
-            transfer.created_at_us,
-            transfer.debit_balance_after,
-            transfer.credit_balance_after,
-            transfer.prev_debit_seq,
-            transfer.prev_credit_seq,
-            transfer.overdraft,
-        ])?;
+    for chunk in effects.inserted.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = transaction.prepare_cached(&insert_transfers_sql(chunk.len()))?;
+        for (row, transfer) in chunk.iter().enumerate() {
+            bind_transfer(&mut insert, row * TRANSFER_COLUMN_COUNT, transfer)?;
+        }
+        insert.raw_execute()?;
     }
     let mut resolve = transaction.prepare_cached("UPDATE transfers SET state = ?2 WHERE id = ?1 AND state = 'pending'")?;
     for (id, new_state) in &effects.resolved {
@@ -317,22 +348,22 @@ fn apply_in_transaction(
             return Err(corrupt("pending transfer", format!("{id} was not pending")));
         }
     }
-    let mut update = transaction.prepare_cached(
-        "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4, credits_pending = ?5,
-             bank_overdraft = ?6, last_seq = ?7 WHERE id = ?1",
-    )?;
-    for id in &effects.touched_accounts {
-        if let Some(account) = state.accounts.get(id) {
+    let touched: Vec<&Account> = effects.touched_accounts.iter().filter_map(|id| state.accounts.get(id)).collect();
+    for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+        let mut update = transaction.prepare_cached(&update_accounts_sql(chunk.len()))?;
+        for (row, account) in chunk.iter().enumerate() {
+            let base = row * 7;
             let balances = account.balances;
-            update.execute(params![
-                id.0,
-                balances.debits_posted.minor(),
-                balances.credits_posted.minor(),
-                balances.debits_pending.minor(),
-                balances.credits_pending.minor(),
-                account.bank_overdraft,
-                account.last_seq,
-            ])?;
+            update.raw_bind_parameter(base + 1, account.id.0)?;
+            update.raw_bind_parameter(base + 2, balances.debits_posted.minor())?;
+            update.raw_bind_parameter(base + 3, balances.credits_posted.minor())?;
+            update.raw_bind_parameter(base + 4, balances.debits_pending.minor())?;
+            update.raw_bind_parameter(base + 5, balances.credits_pending.minor())?;
+            update.raw_bind_parameter(base + 6, account.bank_overdraft)?;
+            update.raw_bind_parameter(base + 7, account.last_seq)?;
+        }
+        if update.raw_execute()? != chunk.len() {
+            return Err(corrupt("account", "an account to update vanished"));
         }
     }
     Ok(effects.outcomes)
