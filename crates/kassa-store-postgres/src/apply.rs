@@ -224,6 +224,19 @@ async fn run(
         })
     };
 
+    // Each account's chain must run backwards in time, or `balance_at` would
+    // stop too early: a batch that waited for locks, or a node whose clock
+    // lags, must not stamp its transfers earlier than the heads it links to.
+    let heads: Vec<i64> = state.accounts.values().filter_map(|account| account.last_seq).collect();
+    let context = "reading the newest timestamps";
+    let statement = tx
+        .prepare_cached("SELECT COALESCE(MAX(created_at_us), 0) AS newest FROM transfers WHERE seq = ANY($1)")
+        .await
+        .map_err(failure(context))?;
+    let row = tx.query_one(&statement, &[&heads]).await.map_err(failure(context))?;
+    let newest: i64 = crate::rows::get(&row, "newest")?;
+    let now_us = now_us.max(kassa_store::now_us()).max(newest);
+
     let effects = ledger::apply_batch(&mut state, requests, now_us, &mut next_seq);
     if ran_out {
         return Err(Failure::Fail(StoreError::Database(format!(

@@ -333,7 +333,14 @@ fn apply_in_transaction(
         next += 1;
         seq
     };
-    let effects = apply_batch(&mut state, requests, now_us, &mut next_seq);
+    // History chains must run backwards in time for `balance_at`; if the
+    // clock stepped back, keep stamping at the newest time already used.
+    let newest: i64 = transaction.query_row(
+        "SELECT COALESCE((SELECT created_at_us FROM transfers ORDER BY seq DESC LIMIT 1), 0)",
+        [],
+        |row| row.get(0),
+    )?;
+    let effects = apply_batch(&mut state, requests, now_us.max(newest), &mut next_seq);
 
     for chunk in effects.inserted.chunks(ROWS_PER_STATEMENT) {
         let mut insert = transaction.prepare_cached(&insert_transfers_sql(chunk.len()))?;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's test command: every suite except the benchmark.
+#   - builds the debug profile once (tests and the kassa binary);
+#   - runs the crash test (SIGKILL inside group-commit batches) on SQLite and
+#     PostgreSQL;
+#   - runs the workspace's tests (unit, property, model-based, concurrency,
+#     multi-process and CLI tests) on SQLite and PostgreSQL.
+# PostgreSQL tests use KASSA_TEST_PG_URL (default
+# postgres://postgres@127.0.0.1:5432/test) and create a fresh database per run.
+# Without a server they print SKIPPED loudly; under CI=true they must run.
+# Bigger runs: KASSA_PROPTEST_CASES, KASSA_CRASH_KILLS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --workspace --tests --bins --locked
+KASSA_BIN="$PWD/target/debug/kassa" ./scripts/crash-test.sh all
+cargo test --workspace --locked
