@@ -357,15 +357,15 @@ impl PostgresBaseline {
         tokio::spawn(connection);
         let first = client
             .prepare(
-                "UPDATE accounts SET debits_posted = debits_posted + CASE WHEN $3 THEN $1 ELSE 0 END,
-                     credits_posted = credits_posted + CASE WHEN $3 THEN 0 ELSE $1 END
+                "UPDATE accounts SET debits_posted = debits_posted + CASE WHEN $3 THEN $1::bigint ELSE 0 END,
+                     credits_posted = credits_posted + CASE WHEN $3 THEN 0 ELSE $1::bigint END
                  WHERE id = $2 RETURNING credits_posted - debits_posted",
             )
             .await?;
         let second = client
             .prepare(
-                "UPDATE accounts SET debits_posted = debits_posted + CASE WHEN $3 THEN $1 ELSE 0 END,
-                     credits_posted = credits_posted + CASE WHEN $3 THEN 0 ELSE $1 END,
+                "UPDATE accounts SET debits_posted = debits_posted + CASE WHEN $3 THEN $1::bigint ELSE 0 END,
+                     credits_posted = credits_posted + CASE WHEN $3 THEN 0 ELSE $1::bigint END,
                      last_seq = nextval('transfers_seq')
                  WHERE id = $2 RETURNING credits_posted - debits_posted, last_seq",
             )

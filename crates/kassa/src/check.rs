@@ -12,6 +12,7 @@ pub struct Args {
     pub database: DatabaseArgs,
 }
 
+#[allow(clippy::print_stdout)]
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.database.open(2).await?;
     let report = CheckReport::from_inputs(store.check_inputs().await?);
