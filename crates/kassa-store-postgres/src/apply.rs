@@ -178,40 +178,70 @@ async fn run(
         state.accounts.insert(account.id, account);
     }
 
+    // With the accounts locked, the four reads below are independent, so
+    // they are sent together: tokio-postgres pipelines them on the one
+    // connection, and the batch pays one round trip for all four.
+    let heads: Vec<i64> = state.accounts.values().filter_map(|account| account.last_seq).collect();
     // The transfers the batch names, as its own ids (idempotent replays) or
     // as references (pending transfers to resolve, transfers to reverse).
-    if !needs.transfer_ids.is_empty() {
-        let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.id = ANY($1)");
-        let context = "loading the batch's transfers";
-        let statement = tx.prepare_cached(&sql).await.map_err(failure(context))?;
-        for row in tx.query(&statement, &[&needs.transfer_ids]).await.map_err(failure(context))? {
-            let transfer = transfer_from_row(&row)?;
-            state.transfers.insert(transfer.id, transfer);
+    let transfers = async {
+        let mut found = Vec::new();
+        if !needs.transfer_ids.is_empty() {
+            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.id = ANY($1)");
+            let context = "loading the batch's transfers";
+            let statement = tx.prepare_cached(&sql).await.map_err(failure(context))?;
+            for row in tx.query(&statement, &[&needs.transfer_ids]).await.map_err(failure(context))? {
+                found.push(transfer_from_row(&row)?);
+            }
         }
-    }
-    if !needs.reversed_candidates.is_empty() {
-        let context = "loading reversals";
-        let statement = tx
-            .prepare_cached("SELECT ref_id FROM transfers WHERE op = 'reverse' AND ref_id = ANY($1)")
-            .await
-            .map_err(failure(context))?;
-        for row in tx.query(&statement, &[&needs.reversed_candidates]).await.map_err(failure(context))? {
-            let original: Uuid = crate::rows::get(&row, "ref_id")?;
-            state.reversed.insert(TransferId(original.as_u128()));
+        Ok::<_, Failure>(found)
+    };
+    let reversed = async {
+        let mut found = Vec::new();
+        if !needs.reversed_candidates.is_empty() {
+            let context = "loading reversals";
+            let statement = tx
+                .prepare_cached("SELECT ref_id FROM transfers WHERE op = 'reverse' AND ref_id = ANY($1)")
+                .await
+                .map_err(failure(context))?;
+            for row in tx.query(&statement, &[&needs.reversed_candidates]).await.map_err(failure(context))? {
+                let original: Uuid = crate::rows::get(&row, "ref_id")?;
+                found.push(TransferId(original.as_u128()));
+            }
         }
-    }
-
+        Ok::<_, Failure>(found)
+    };
     // Sequence numbers are drawn after the locks, so that for every account
     // the order of sequence numbers is the order of commits.
-    let context = "drawing sequence numbers";
-    let statement = tx
-        .prepare_cached("SELECT nextval('transfers_seq') FROM generate_series(1, $1::bigint)")
-        .await
-        .map_err(failure(context))?;
-    let mut drawn = Vec::with_capacity(requests.iter().map(Vec::len).sum());
-    for row in tx.query(&statement, &[&needs.transfers]).await.map_err(failure(context))? {
-        drawn.push(crate::rows::get::<i64>(&row, "nextval")?);
+    let sequence = async {
+        let context = "drawing sequence numbers";
+        let statement = tx
+            .prepare_cached("SELECT nextval('transfers_seq') FROM generate_series(1, $1::bigint)")
+            .await
+            .map_err(failure(context))?;
+        let mut drawn = Vec::with_capacity(requests.iter().map(Vec::len).sum());
+        for row in tx.query(&statement, &[&needs.transfers]).await.map_err(failure(context))? {
+            drawn.push(crate::rows::get::<i64>(&row, "nextval")?);
+        }
+        Ok::<_, Failure>(drawn)
+    };
+    // Each account's chain must run backwards in time, or `balance_at` would
+    // stop too early: a batch that waited for locks, or a node whose clock
+    // lags, must not stamp its transfers earlier than the heads it links to.
+    let newest = async {
+        let context = "reading the newest timestamps";
+        let statement = tx
+            .prepare_cached("SELECT COALESCE(MAX(created_at_us), 0) AS newest FROM transfers WHERE seq = ANY($1)")
+            .await
+            .map_err(failure(context))?;
+        let row = tx.query_one(&statement, &[&heads]).await.map_err(failure(context))?;
+        crate::rows::get::<i64>(&row, "newest").map_err(Failure::from)
+    };
+    let (transfers, reversed, mut drawn, newest) = tokio::try_join!(transfers, reversed, sequence, newest)?;
+    for transfer in transfers {
+        state.transfers.insert(transfer.id, transfer);
     }
+    state.reversed.extend(reversed);
     // The numbers come out increasing, but sorting costs nothing next to the
     // round trip and makes the order a fact rather than an observation.
     drawn.sort_unstable();
@@ -223,18 +253,6 @@ async fn run(
             0
         })
     };
-
-    // Each account's chain must run backwards in time, or `balance_at` would
-    // stop too early: a batch that waited for locks, or a node whose clock
-    // lags, must not stamp its transfers earlier than the heads it links to.
-    let heads: Vec<i64> = state.accounts.values().filter_map(|account| account.last_seq).collect();
-    let context = "reading the newest timestamps";
-    let statement = tx
-        .prepare_cached("SELECT COALESCE(MAX(created_at_us), 0) AS newest FROM transfers WHERE seq = ANY($1)")
-        .await
-        .map_err(failure(context))?;
-    let row = tx.query_one(&statement, &[&heads]).await.map_err(failure(context))?;
-    let newest: i64 = crate::rows::get(&row, "newest")?;
     let now_us = now_us.max(kassa_store::now_us()).max(newest);
 
     let effects = ledger::apply_batch(&mut state, requests, now_us, &mut next_seq);
@@ -245,9 +263,14 @@ async fn run(
         ))));
     }
 
-    write_transfers(tx, &effects.inserted).await?;
-    write_resolutions(tx, &effects.resolved).await?;
-    write_accounts(tx, &state, &effects.touched_accounts).await?;
+    // The account update is independent of the transfer rows, so it is
+    // pipelined beside them; the resolutions wait for the insert, since they
+    // may update rows it writes.
+    let transfer_rows = async {
+        write_transfers(tx, &effects.inserted).await?;
+        write_resolutions(tx, &effects.resolved).await
+    };
+    tokio::try_join!(transfer_rows, write_accounts(tx, &state, &effects.touched_accounts))?;
     Ok(effects.outcomes)
 }
 
