@@ -253,7 +253,7 @@ async fn run(
             0
         })
     };
-    let now_us = now_us.max(kassa_store::now_us()).max(newest);
+    let now_us = now_us.max(newest);
 
     let effects = ledger::apply_batch(&mut state, requests, now_us, &mut next_seq);
     if ran_out {
