@@ -53,6 +53,13 @@ pub struct Args {
     /// Only these workloads (single, batch100, batch8190, hot); default all.
     #[arg(long = "workload")]
     pub workloads: Vec<String>,
+    /// Group commit: most transfers in one database transaction.
+    #[arg(long, default_value_t = LedgerConfig::default().batch_transfers_max)]
+    pub batch_max: usize,
+    /// Group commit: how long the writer waits for more requests after the
+    /// first of a batch, in microseconds (0: take only what is queued).
+    #[arg(long, default_value_t = 0)]
+    pub batch_wait_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -546,7 +553,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress.set_message(format!("{database}: creating {account_count} accounts"));
         let setup = Arc::new(create_accounts(&store, account_count, &progress).await?);
         progress.inc(1);
-        let ledger = Ledger::start(Arc::clone(&store), LedgerConfig::default());
+        let config = LedgerConfig {
+            batch_transfers_max: args.batch_max.max(1),
+            batch_wait: Duration::from_micros(args.batch_wait_us),
+            ..LedgerConfig::default()
+        };
+        let ledger = Ledger::start(Arc::clone(&store), config);
         let ids = Arc::new(Ids::new());
         progress.set_message(format!("{database}: preloading {preload} transfers"));
         let mut loaded = 0;
@@ -591,6 +603,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     if !args.json {
         println!("{}", table(&results, preload, account_count, seconds));
+    }
+    for url in &urls {
+        // The data stays, so the books can be checked after the run.
+        if let Ok(DatabaseUrl::Sqlite(path)) = DatabaseUrl::parse(url) {
+            eprintln!("the benchmark's data is kept: kassa check --database-url sqlite://{}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
