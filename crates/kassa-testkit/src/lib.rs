@@ -1,4 +1,6 @@
 //! Test support for Kassa: temporary databases on both engines and a
 //! reference model of the ledger.
 
+pub mod db;
+pub mod model;
 pub mod postgres;
