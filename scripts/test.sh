@@ -14,4 +14,8 @@ cd "$(dirname "$0")/.."
 
 cargo build --workspace --tests --bins --locked
 KASSA_BIN="$PWD/target/debug/kassa" ./scripts/crash-test.sh all
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+# One closing line for the whole run: the sum over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "summary: %d passed, %d failed\n", passed, failed }' "$log"

@@ -155,8 +155,7 @@ pub struct Account {
 
 impl Account {
     fn within_limit(&self) -> bool {
-        self.kind.is_system()
-            || self.balances.available() >= -i128::from(self.credit_limit.minor())
+        self.kind.is_system() || self.balances.available() >= -i128::from(self.credit_limit.minor())
     }
 }
 
@@ -204,9 +203,8 @@ impl AccountError {
 
 impl NewAccount {
     pub fn validate(&self) -> Result<(), AccountError> {
-        let number_ok = !self.number.is_empty()
-            && self.number.len() <= 64
-            && self.number.chars().all(|c| c.is_ascii_graphic());
+        let number_ok =
+            !self.number.is_empty() && self.number.len() <= 64 && self.number.chars().all(|c| c.is_ascii_graphic());
         if !number_ok {
             return Err(AccountError::InvalidNumber);
         }
@@ -569,11 +567,8 @@ impl LedgerState {
     /// Every transfer id a batch needs looked up: its own ids and the ids it
     /// refers to.
     pub fn transfer_ids_needed(requests: &[Vec<NewTransfer>]) -> Vec<TransferId> {
-        let mut ids: Vec<TransferId> = requests
-            .iter()
-            .flatten()
-            .flat_map(|t| std::iter::once(t.id).chain(t.op.reference()))
-            .collect();
+        let mut ids: Vec<TransferId> =
+            requests.iter().flatten().flat_map(|t| std::iter::once(t.id).chain(t.op.reference())).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -582,11 +577,8 @@ impl LedgerState {
     /// Every account id a batch names directly. The accounts of referenced
     /// transfers are the same by the matching rules, so these suffice.
     pub fn account_ids_needed(requests: &[Vec<NewTransfer>]) -> Vec<AccountId> {
-        let mut ids: Vec<AccountId> = requests
-            .iter()
-            .flatten()
-            .flat_map(|t| [t.debit_account, t.credit_account])
-            .collect();
+        let mut ids: Vec<AccountId> =
+            requests.iter().flatten().flat_map(|t| [t.debit_account, t.credit_account]).collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -677,8 +669,13 @@ fn apply_chain(
     let mut results: Vec<TransferOutcome> = Vec::with_capacity(chain.len());
     let mut failed_at = None;
     for (position, transfer) in chain.iter().enumerate() {
-        let mut applier =
-            Applier { state: &mut *state, effects: &mut *effects, touched: &mut *touched, undo: Some(&mut undo), now_us };
+        let mut applier = Applier {
+            state: &mut *state,
+            effects: &mut *effects,
+            touched: &mut *touched,
+            undo: Some(&mut undo),
+            now_us,
+        };
         let outcome = applier.apply_one(transfer, chain_id, next_seq);
         let failed = outcome.is_err();
         results.push(outcome);
@@ -864,8 +861,7 @@ impl Applier<'_> {
                     overdraft = true;
                 } else {
                     return Err(TransferError::InsufficientFunds {
-                        available: i64::try_from((debit.balances.available() - floor).max(0))
-                            .unwrap_or(i64::MAX),
+                        available: i64::try_from((debit.balances.available() - floor).max(0)).unwrap_or(i64::MAX),
                         requested: amount.minor(),
                     });
                 }

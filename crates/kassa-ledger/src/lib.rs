@@ -150,7 +150,12 @@ impl Ledger {
         self.store.account(id).await
     }
 
-    pub async fn history(&self, id: AccountId, before_seq: Option<i64>, limit: u32) -> Result<Vec<Transfer>, StoreError> {
+    pub async fn history(
+        &self,
+        id: AccountId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Transfer>, StoreError> {
         self.store.history(id, before_seq, limit).await
     }
 

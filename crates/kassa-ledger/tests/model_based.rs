@@ -154,7 +154,9 @@ enum Op {
     Expire,
     /// The same transfer twice in one request: the second is a replay of
     /// the first if the first committed, and judged afresh if it did not.
-    Twice { leg: Leg },
+    Twice {
+        leg: Leg,
+    },
     Invalid {
         what: u8,
         from: usize,

@@ -352,6 +352,30 @@ async fn expiry(bank: &mut Bank) {
     assert_eq!((bank.balance(guest).await, bank.available(guest).await), (100, 100));
 }
 
+/// Nobody has to run the sweep by hand: the background sweeper started by
+/// `spawn_expiry` voids a hold whose timeout passed, in real time.
+async fn expiry_in_the_background(bank: &mut Bank) {
+    let cash = bank.cash().await;
+    let (shop, guest) = (bank.customer(0).await, bank.customer(0).await);
+    bank.deposit(cash, guest, 100).await;
+    let hold = pending(guest, shop, 30, Some(1));
+    bank.ok(hold.clone()).await;
+    assert_eq!(bank.available(guest).await, 70);
+    let sweeper = bank.ledger.spawn_expiry(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = bank.store.transfer(hold.id).await.unwrap().expect("the hold is stored").state;
+        if state == TransferState::Voided {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweeper did not void the expired hold within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sweeper.abort();
+    assert_eq!(bank.available(guest).await, 100);
+    bank.refused(post(&hold, 30), "pending_transfer_already_voided").await;
+}
+
 /// A posted single or post transfer can be undone once, by a transfer in
 /// the opposite direction for the same amount, which obeys the credit limit
 /// like any payment.
@@ -572,6 +596,11 @@ async fn pending_transfers_are_posted_or_voided_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_holds_cannot_be_posted_and_are_swept() {
     on_every_engine(expiry).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_sweeper_voids_expired_holds() {
+    on_every_engine(expiry_in_the_background).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,9 +67,9 @@ fn db_error(error: rusqlite::Error) -> StoreError {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(format!("the database is busy: {error}"))
         }
-        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::SystemIoFailure) => {
-            StoreError::Unavailable(error.to_string())
-        }
+        Some(
+            rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Database(error.to_string()),
     }
 }
@@ -298,7 +298,8 @@ fn apply_in_transaction(
     {
         let mut by_id =
             transaction.prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))?;
-        let mut reversed = transaction.prepare_cached("SELECT 1 FROM transfers WHERE ref_id = ?1 AND op = 'reverse'")?;
+        let mut reversed =
+            transaction.prepare_cached("SELECT 1 FROM transfers WHERE ref_id = ?1 AND op = 'reverse'")?;
         // Ids sort like their bytes, so an id above the largest stored one
         // cannot exist yet: with time-ordered ids that skips nearly every
         // lookup of a new transfer.
@@ -332,7 +333,8 @@ fn apply_in_transaction(
     }
     // BEGIN IMMEDIATE holds the write lock, so no other writer (even in
     // another process) can take these numbers.
-    let mut next: i64 = transaction.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM transfers", [], |row| row.get(0))?;
+    let mut next: i64 =
+        transaction.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM transfers", [], |row| row.get(0))?;
     let mut next_seq = || {
         let seq = next;
         next += 1;
@@ -354,7 +356,8 @@ fn apply_in_transaction(
         }
         insert.raw_execute()?;
     }
-    let mut resolve = transaction.prepare_cached("UPDATE transfers SET state = ?2 WHERE id = ?1 AND state = 'pending'")?;
+    let mut resolve =
+        transaction.prepare_cached("UPDATE transfers SET state = ?2 WHERE id = ?1 AND state = 'pending'")?;
     for (id, new_state) in &effects.resolved {
         if resolve.execute(params![id.to_bytes(), new_state.as_str()])? != 1 {
             return Err(corrupt("pending transfer", format!("{id} was not pending")));
@@ -545,9 +548,9 @@ impl LedgerStore for SqliteStore {
             transaction
                 .execute("UPDATE accounts SET credit_limit = ?2 WHERE id = ?1", params![id.0, credit_limit.minor()])
                 .map_err(|error| match error.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Database(
-                        "the new credit limit is below what the account already uses".into(),
-                    ),
+                    Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                        StoreError::Database("the new credit limit is below what the account already uses".into())
+                    }
                     _ => db_error(error),
                 })?;
             transaction.commit().map_err(db_error)?;
@@ -557,7 +560,11 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn apply(&self, requests: Vec<Vec<NewTransfer>>, now_us: i64) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
+    async fn apply(
+        &self,
+        requests: Vec<Vec<NewTransfer>>,
+        now_us: i64,
+    ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
         self.write(move |connection| {
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
             let outcomes = apply_in_transaction(&transaction, &requests, now_us).map_err(db_error)?;
@@ -603,7 +610,8 @@ impl LedgerStore for SqliteStore {
             let Some(start) = start.filter(|_| limit > 0) else {
                 return Ok(Vec::new());
             };
-            let columns = TRANSFER_COLUMNS.split(", ").map(|column| format!("t.{column}")).collect::<Vec<_>>().join(", ");
+            let columns =
+                TRANSFER_COLUMNS.split(", ").map(|column| format!("t.{column}")).collect::<Vec<_>>().join(", ");
             let transfers = transaction
                 .prepare_cached(&format!(
                     "WITH RECURSIVE chain(seq, depth) AS (
@@ -667,7 +675,9 @@ impl LedgerStore for SqliteStore {
                      ORDER BY expires_at_us LIMIT ?2"
                 ))
                 .and_then(|mut statement| {
-                    statement.query_map(params![now_us, limit], transfer_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+                    statement
+                        .query_map(params![now_us, limit], transfer_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_error)
         })

@@ -89,7 +89,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Applies the requests of one group-commit batch with
     /// [`kassa_core::ledger::apply_batch`] in one database transaction and
     /// returns only after it is durable. An error means nothing was written.
-    async fn apply(&self, requests: Vec<Vec<NewTransfer>>, now_us: i64) -> Result<Vec<Vec<TransferOutcome>>, StoreError>;
+    async fn apply(
+        &self,
+        requests: Vec<Vec<NewTransfer>>,
+        now_us: i64,
+    ) -> Result<Vec<Vec<TransferOutcome>>, StoreError>;
 
     async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
     /// An account's transfers, newest first, starting below `before_seq`.
@@ -295,6 +299,7 @@ pub fn now_us() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a failure should stop the test")]
 mod tests {
     use super::*;
 

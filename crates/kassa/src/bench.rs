@@ -272,9 +272,8 @@ async fn run_kassa(
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally { transfers: 0, latencies_us: Vec::new(), retries: 0 };
             while Instant::now() < deadline {
-                let request: Vec<NewTransfer> = (0..workload.batch())
-                    .map(|_| random_transfer(&ids, &setup, workload == Workload::Hot))
-                    .collect();
+                let request: Vec<NewTransfer> =
+                    (0..workload.batch()).map(|_| random_transfer(&ids, &setup, workload == Workload::Hot)).collect();
                 let sent = Instant::now();
                 let outcomes = ledger.submit(request).await?;
                 tally.latencies_us.push(latency_us(sent));
@@ -575,8 +574,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let ours = run_kassa(&ledger, &setup, &ids, database, workload, concurrency, duration).await?;
             progress.inc(1);
             progress.set_message(format!("{database}: {} x{concurrency} baseline", workload.name()));
-            let baseline =
-                run_baseline(&url, raw_url, &setup, &ids, database, workload, concurrency, duration).await?;
+            let baseline = run_baseline(&url, raw_url, &setup, &ids, database, workload, concurrency, duration).await?;
             progress.inc(1);
             if args.json {
                 progress.suspend(|| {

@@ -54,9 +54,7 @@ pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn L
                 .with_context(|| format!("opening the SQLite database {}", path.display()))?,
         ),
         DatabaseUrl::Postgres(url) => Arc::new(
-            kassa_store_postgres::PostgresStore::connect(&url, pool_size)
-                .await
-                .context("connecting to PostgreSQL")?,
+            kassa_store_postgres::PostgresStore::connect(&url, pool_size).await.context("connecting to PostgreSQL")?,
         ),
     })
 }
