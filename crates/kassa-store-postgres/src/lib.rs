@@ -138,6 +138,11 @@ impl LedgerStore for PostgresStore {
         "postgres"
     }
 
+    fn concurrent_batches_max(&self) -> usize {
+        // Leave at least half of the pool to readers.
+        (self.pool.status().max_size / 2).max(1)
+    }
+
     async fn create_account(&self, account: NewAccount, now_us: i64) -> Result<Account, StoreError> {
         account.validate()?;
         let client = self.client().await?;

@@ -75,6 +75,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
+    /// How many batches may usefully be in flight at once. SQLite has one
+    /// writer, so one; a server database can overlap one batch's round trips
+    /// and commit with another's (row locks keep them correct).
+    fn concurrent_batches_max(&self) -> usize {
+        1
+    }
+
     async fn create_account(&self, account: NewAccount, now_us: i64) -> Result<Account, StoreError>;
     /// Opens many accounts in one transaction, all or none.
     async fn create_accounts(&self, accounts: Vec<NewAccount>, now_us: i64) -> Result<Vec<AccountId>, StoreError>;

@@ -60,6 +60,10 @@ pub struct Args {
     /// first of a batch, in microseconds (0: take only what is queued).
     #[arg(long, default_value_t = 0)]
     pub batch_wait_us: u64,
+    /// Group commit: batches in flight at once (PostgreSQL only; SQLite has
+    /// one writer).
+    #[arg(long, default_value_t = LedgerConfig::default().writers)]
+    pub writers: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -548,13 +552,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             DatabaseUrl::Sqlite(_) => "sqlite",
             DatabaseUrl::Postgres(_) => "postgres",
         };
-        let store = crate::open_store(raw_url, 4).await?;
+        let store = crate::open_store(raw_url, 16).await?;
         progress.set_message(format!("{database}: creating {account_count} accounts"));
         let setup = Arc::new(create_accounts(&store, account_count, &progress).await?);
         progress.inc(1);
         let config = LedgerConfig {
             batch_transfers_max: args.batch_max.max(1),
             batch_wait: Duration::from_micros(args.batch_wait_us),
+            writers: args.writers,
             ..LedgerConfig::default()
         };
         let ledger = Ledger::start(Arc::clone(&store), config);
