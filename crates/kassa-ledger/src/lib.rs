@@ -26,8 +26,10 @@ pub struct LedgerConfig {
     /// Most transfers in one database transaction.
     pub batch_transfers_max: usize,
     /// How long the writer waits for more requests after the first one of a
-    /// batch arrives. Zero takes only what is already queued: under load the
-    /// queue fills while the previous batch commits, so no wait is needed.
+    /// batch arrives, when the previous batch had more than one request (a
+    /// lone caller is never kept waiting). Callers just answered need a few
+    /// microseconds to send their next request; waiting for them makes the
+    /// next batch fuller. Zero takes only what is already queued.
     pub batch_wait: Duration,
     /// Most requests waiting for the writer; callers beyond it wait to
     /// enqueue (backpressure instead of unbounded memory).
@@ -42,7 +44,12 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> LedgerConfig {
-        LedgerConfig { batch_transfers_max: 8190, batch_wait: Duration::ZERO, queue_requests_max: 16_384, writers: 2 }
+        LedgerConfig {
+            batch_transfers_max: 8190,
+            batch_wait: Duration::from_micros(50),
+            queue_requests_max: 16_384,
+            writers: 2,
+        }
     }
 }
 
@@ -250,6 +257,9 @@ fn clone_store_error(error: &StoreError) -> StoreError {
     }
 }
 
+/// Waits shorter than this are done by yielding, not by a timer.
+const SLEEP_GRANULARITY: Duration = Duration::from_millis(2);
+
 async fn writer(
     store: Arc<dyn LedgerStore>,
     receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
@@ -261,6 +271,7 @@ async fn writer(
     let batch_max = config.batch_transfers_max.max(1);
     // A job that did not fit in the previous batch starts the next one.
     let mut carried: Option<Job> = None;
+    let mut previous_jobs = 0_usize;
     loop {
         let mut receiver = receiver.lock().await;
         let first = match carried.take() {
@@ -272,14 +283,27 @@ async fn writer(
         };
         let mut count = first.transfers.len();
         let mut jobs = vec![first];
-        let deadline = tokio::time::Instant::now() + config.batch_wait;
+        // Wait for stragglers only when callers are arriving together: a
+        // lone caller is answered at once.
+        let wait = if previous_jobs > 1 { config.batch_wait } else { Duration::ZERO };
+        let deadline = tokio::time::Instant::now() + wait;
         while count < batch_max {
             let next = match receiver.try_recv() {
                 Ok(job) => Some(job),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if config.batch_wait.is_zero() => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, receiver.recv()).await.ok().flatten()
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        None
+                    } else if deadline - now < SLEEP_GRANULARITY {
+                        // tokio's timers tick in milliseconds, too coarse for
+                        // a wait of microseconds: yield instead, which lets
+                        // just-answered callers send their next request.
+                        tokio::task::yield_now().await;
+                        continue;
+                    } else {
+                        tokio::time::timeout_at(deadline, receiver.recv()).await.ok().flatten()
+                    }
                 }
             };
             let Some(job) = next else { break };
@@ -291,6 +315,7 @@ async fn writer(
             jobs.push(job);
         }
         drop(receiver);
+        previous_jobs = jobs.len();
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|job| (job.transfers, job.reply)).unzip();
         let started = std::time::Instant::now();
         let result = store.apply(requests, now_us()).await;

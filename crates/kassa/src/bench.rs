@@ -57,8 +57,9 @@ pub struct Args {
     #[arg(long, default_value_t = LedgerConfig::default().batch_transfers_max)]
     pub batch_max: usize,
     /// Group commit: how long the writer waits for more requests after the
-    /// first of a batch, in microseconds (0: take only what is queued).
-    #[arg(long, default_value_t = 0)]
+    /// first of a batch when callers arrive together, in microseconds (0:
+    /// take only what is queued).
+    #[arg(long, default_value_t = 50)]
     pub batch_wait_us: u64,
     /// Group commit: batches in flight at once (PostgreSQL only; SQLite has
     /// one writer).
