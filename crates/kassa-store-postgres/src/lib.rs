@@ -165,13 +165,7 @@ impl LedgerStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(|error| {
-                if is_unique_violation_on(&error, ACCOUNT_NUMBER_CONSTRAINT) {
-                    StoreError::Account(AccountError::NumberTaken)
-                } else {
-                    db_error(context, &error)
-                }
-            })?;
+            .map_err(|error| account_insert_error(context, &error))?;
         account_from_row(&row)
     }
 
@@ -207,13 +201,7 @@ impl LedgerStore for PostgresStore {
         let rows = client
             .query(&statement, &[&numbers, &owners, &currencies, &kinds, &limits, &now_us])
             .await
-            .map_err(|error| {
-                if is_unique_violation_on(&error, ACCOUNT_NUMBER_CONSTRAINT) {
-                    StoreError::Account(AccountError::NumberTaken)
-                } else {
-                    db_error(context, &error)
-                }
-            })?;
+            .map_err(|error| account_insert_error(context, &error))?;
         let mut ids = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
             ids.insert(get::<String>(row, "number")?, AccountId(get(row, "id")?));
@@ -433,5 +421,14 @@ async fn history_head(client: &deadpool_postgres::Object, account: AccountId) ->
     match row {
         Some(row) => get(&row, "last_seq"),
         None => Err(AccountError::NotFound.into()),
+    }
+}
+
+/// A taken account number is the caller's mistake, not a database failure.
+fn account_insert_error(context: &'static str, error: &tokio_postgres::Error) -> StoreError {
+    if is_unique_violation_on(error, ACCOUNT_NUMBER_CONSTRAINT) {
+        StoreError::Account(AccountError::NumberTaken)
+    } else {
+        db_error(context, error)
     }
 }
