@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The model-based property test runs 256 cases per engine here (64 by default).
+export KASSA_PROPTEST_CASES="${KASSA_PROPTEST_CASES:-256}"
+
 cargo build --workspace --tests --bins --locked
 KASSA_BIN="$PWD/target/debug/kassa" ./scripts/crash-test.sh all
 log=$(mktemp)

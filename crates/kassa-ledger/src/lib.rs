@@ -220,17 +220,21 @@ impl Ledger {
         Ok(voided)
     }
 
-    /// Runs [`Ledger::expire_pending`] every `every` until the handle's
-    /// writer stops. Errors are retried on the next tick.
+    /// Runs [`Ledger::expire_pending`] every `every`, so holds with a
+    /// timeout void themselves. The sweeper holds only a weak handle: it
+    /// stops once every `Ledger` handle is gone. Errors are retried on the
+    /// next tick.
     pub fn spawn_expiry(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let ledger = self.clone();
+        let queue = self.queue.downgrade();
+        let store = Arc::clone(&self.store);
+        let stats = Arc::clone(&self.stats);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 ticker.tick().await;
-                if ledger.queue.is_closed() {
-                    break;
-                }
+                let Some(queue) = queue.upgrade() else { break };
+                let ledger = Ledger { store: Arc::clone(&store), queue, stats: Arc::clone(&stats) };
                 let _ = ledger.expire_pending(now_us(), 1000).await;
             }
         })

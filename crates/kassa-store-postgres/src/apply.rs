@@ -22,7 +22,11 @@ use kassa_store::StoreError;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::error::{db_error, describe, is_unavailable, pool_error};
+use crate::error::{db_error, describe, is_unavailable, is_unique_violation_on, pool_error};
+
+/// The unique constraint on client-chosen transfer ids (PostgreSQL's default
+/// name for `id UUID NOT NULL UNIQUE` on `transfers`).
+const TRANSFER_ID_CONSTRAINT: &str = "transfers_id_key";
 use crate::rows::{ACCOUNT_COLUMNS, TRANSFER_COLUMNS, account_from_row, transfer_from_row, uuid};
 
 /// How often a batch is tried before the conflict is reported.
@@ -45,11 +49,13 @@ impl From<StoreError> for Failure {
 /// step of the batch failed.
 fn failure(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Failure {
     move |error| {
+        // A duplicate transfer id means another process inserted the same
+        // transfer between our lookup and our insert: run again and the
+        // rules answer idempotently. Any other unique violation is a bug
+        // and must not be retried into a misleading "conflict".
         let retryable = error.code().is_some_and(|code| {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::UNIQUE_VIOLATION
-        });
+            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        }) || is_unique_violation_on(&error, TRANSFER_ID_CONSTRAINT);
         if retryable {
             Failure::Retry(format!("{context}: {}", describe(&error)))
         } else {
@@ -389,7 +395,7 @@ async fn write_resolutions(
         .prepare_cached(
             "UPDATE transfers SET state = u.state \
              FROM UNNEST($1::uuid[], $2::text[]) AS u(id, state) \
-             WHERE transfers.id = u.id",
+             WHERE transfers.id = u.id AND transfers.state = 'pending'",
         )
         .await
         .map_err(failure(context))?;

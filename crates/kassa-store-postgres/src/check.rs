@@ -99,7 +99,13 @@ pub(crate) async fn check_inputs(pool: &Pool) -> Result<CheckInputs, StoreError>
         let transfers = u64::try_from(count)
             .map_err(|_| StoreError::Database(format!("count(*) returned a negative number: {count}")))?;
         let rows = tx.query(BAD_TRANSFERS_SQL, &[]).await.map_err(|error| db_error(context, &error))?;
-        let bad_transfers = rows.iter().map(bad_transfer).collect::<Result<Vec<_>, _>>()?;
+        let mut bad_transfers = rows.iter().map(bad_transfer).collect::<Result<Vec<_>, _>>()?;
+        let rows =
+            tx.query(kassa_store::BROKEN_HISTORY_LINKS_SQL, &[]).await.map_err(|error| db_error(context, &error))?;
+        for row in &rows {
+            let id: Uuid = get(row, "id")?;
+            bad_transfers.push(BadTransfer { id: TransferId(id.as_u128()), reason: get(row, "reason")? });
+        }
         Ok::<CheckInputs, StoreError>(CheckInputs { accounts, transfers, bad_transfers })
     }
     .await;

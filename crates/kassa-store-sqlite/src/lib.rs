@@ -101,6 +101,16 @@ fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, StoreError
              PRAGMA cache_size = -{cache_kib};"
         ))
         .map_err(db_error)?;
+    // Refuse to run without the durability the ledger promises (a file
+    // system or build without WAL would silently fall back).
+    let journal_mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).map_err(db_error)?;
+    let synchronous: i64 = connection.query_row("PRAGMA synchronous", [], |row| row.get(0)).map_err(db_error)?;
+    if !journal_mode.eq_ignore_ascii_case("wal") || synchronous != 2 {
+        return Err(StoreError::Unavailable(format!(
+            "{} could not be put in WAL mode with synchronous=FULL (got {journal_mode}, {synchronous})",
+            path.display()
+        )));
+    }
     connection.set_prepared_statement_cache_capacity(256);
     Ok(connection)
 }
@@ -753,6 +763,13 @@ fn check_inputs(connection: &mut Connection) -> rusqlite::Result<CheckInputs> {
              WHERE t.amount <= 0 OR t.debit_account_id = t.credit_account_id OR d.id IS NULL OR c.id IS NULL
                 OR d.currency <> t.currency OR c.currency <> t.currency",
         )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            bad_transfers.push(BadTransfer { id: id_from_blob(row.get(0)?)?, reason: row.get(1)? });
+        }
+    }
+    {
+        let mut statement = transaction.prepare(kassa_store::BROKEN_HISTORY_LINKS_SQL)?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             bad_transfers.push(BadTransfer { id: id_from_blob(row.get(0)?)?, reason: row.get(1)? });

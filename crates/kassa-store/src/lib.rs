@@ -141,6 +141,22 @@ pub struct Totals {
     pub credits_pending: i128,
 }
 
+/// History links that do not lead to an earlier transfer of the same
+/// account: each row is a transfer id and the reason. Plain SQL that both
+/// engines run as it is.
+pub const BROKEN_HISTORY_LINKS_SQL: &str = "\
+    SELECT t.id, 'its debit-side history link does not lead to an earlier transfer of the debit account' AS reason
+    FROM transfers t LEFT JOIN transfers p ON p.seq = t.prev_debit_seq
+    WHERE t.prev_debit_seq IS NOT NULL
+      AND (p.seq IS NULL OR p.seq >= t.seq
+           OR (p.debit_account_id <> t.debit_account_id AND p.credit_account_id <> t.debit_account_id))
+    UNION ALL
+    SELECT t.id, 'its credit-side history link does not lead to an earlier transfer of the credit account' AS reason
+    FROM transfers t LEFT JOIN transfers p ON p.seq = t.prev_credit_seq
+    WHERE t.prev_credit_seq IS NOT NULL
+      AND (p.seq IS NULL OR p.seq >= t.seq
+           OR (p.debit_account_id <> t.credit_account_id AND p.credit_account_id <> t.credit_account_id))";
+
 /// A transfer row that breaks a rule the schema should already enforce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadTransfer {

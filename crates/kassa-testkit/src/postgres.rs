@@ -51,7 +51,11 @@ impl TempPostgres {
                          start one or set KASSA_TEST_PG_URL"
                     );
                 }
-                eprintln!(
+                // Written to the process's stderr directly: the test
+                // harness captures eprintln!, and a skip must be seen.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
                     "SKIPPED: PostgreSQL tests — no server at {server} ({error}); start it or set KASSA_TEST_PG_URL"
                 );
                 return None;

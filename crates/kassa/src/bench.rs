@@ -7,7 +7,8 @@
 //! `synchronous_commit=on`), one connection per concurrent task, rows
 //! updated in account-id order so PostgreSQL never deadlocks, and the same
 //! time-ordered transfer ids. It does not link history chains (it leaves
-//! `prev_*_seq` empty), which makes it slightly cheaper than Kassa's path.
+//! `prev_*_seq` empty), which makes it slightly cheaper than Kassa's path;
+//! it works on accounts of its own, so Kassa's accounts keep whole histories.
 //! Its accounts and transfers stay in the database so `kassa check` can
 //! verify them afterwards.
 
@@ -556,6 +557,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let store = crate::open_store(raw_url, 16).await?;
         progress.set_message(format!("{database}: creating {account_count} accounts"));
         let setup = Arc::new(create_accounts(&store, account_count, &progress).await?);
+        // The baseline gets accounts of its own: it does not link history
+        // chains, and must not cut short the history of Kassa's accounts.
+        let baseline_setup = Arc::new(create_accounts(&store, account_count, &progress).await?);
         progress.inc(1);
         let config = LedgerConfig {
             batch_transfers_max: args.batch_max.max(1),
@@ -580,7 +584,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let ours = run_kassa(&ledger, &setup, &ids, database, workload, concurrency, duration).await?;
             progress.inc(1);
             progress.set_message(format!("{database}: {} x{concurrency} baseline", workload.name()));
-            let baseline = run_baseline(&url, raw_url, &setup, &ids, database, workload, concurrency, duration).await?;
+            let baseline =
+                run_baseline(&url, raw_url, &baseline_setup, &ids, database, workload, concurrency, duration).await?;
             progress.inc(1);
             if args.json {
                 progress.suspend(|| {

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use kassa_store::CheckReport;
+use anyhow::Context as _;
+use kassa_store::{CheckReport, DatabaseUrl};
 
 use crate::DatabaseArgs;
 
@@ -14,6 +15,9 @@ pub struct Args {
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Checking must never create what it checks: a mistyped path or an
+    // empty database is an error, not an empty ledger that balances.
+    ensure_ledger_exists(&args.database.url()).await?;
     let store = args.database.open(2).await?;
     let report = CheckReport::from_inputs(store.check_inputs().await?);
     print!("{}", render(&report, store.backend()));
@@ -44,6 +48,7 @@ pub fn render(report: &CheckReport, backend: &str) -> String {
         "no customer account is below its credit limit",
         "no transfer is unbalanced",
         "each history chain starts at the account's newest transfer",
+        "each history link leads to an earlier transfer of the same account",
     ];
     for check in checks {
         let _ = writeln!(out, "  checked: {check}");
@@ -65,4 +70,39 @@ pub fn render(report: &CheckReport, backend: &str) -> String {
         }
     }
     out
+}
+
+/// Refuses a database that holds no Kassa ledger, without creating or
+/// migrating anything.
+async fn ensure_ledger_exists(url: &str) -> anyhow::Result<()> {
+    let has_ledger = match DatabaseUrl::parse(url)? {
+        DatabaseUrl::Sqlite(path) => {
+            if !path.is_file() {
+                anyhow::bail!("there is no database at {}", path.display());
+            }
+            let connection = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("opening {}", path.display()))?;
+            connection
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'transfers')",
+                    [],
+                    |row| row.get::<_, bool>(0),
+                )
+                .with_context(|| format!("reading {}", path.display()))?
+        }
+        DatabaseUrl::Postgres(url) => {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+            tokio::spawn(connection);
+            client
+                .query_one("SELECT to_regclass('transfers') IS NOT NULL", &[])
+                .await
+                .context("reading the PostgreSQL catalog")?
+                .try_get::<_, bool>(0)?
+        }
+    };
+    if !has_ledger {
+        anyhow::bail!("this database holds no Kassa ledger (no transfers table); nothing to check");
+    }
+    Ok(())
 }

@@ -186,3 +186,52 @@ async fn check_refuses_an_unsupported_url_with_exit_2() {
     let left_behind: Vec<_> = std::fs::read_dir(dir.path()).expect("the directory lists").collect();
     assert!(left_behind.is_empty(), "a refused URL still created files: {left_behind:?}");
 }
+
+/// A mistyped path or a database without a ledger is an error, never an
+/// empty ledger that "balances", and checking creates nothing.
+#[tokio::test]
+async fn check_refuses_a_missing_or_empty_database_with_exit_2() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("no-such-dir").join("kassa.db");
+    let output = run_check(&format!("sqlite://{}", missing.display()), dir.path()).await;
+    assert_eq!(output.status.code(), Some(2), "kassa check on a missing file:\n{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("there is no database"), "{}", describe(&output));
+    assert!(!missing.exists() && !dir.path().join("no-such-dir").exists(), "kassa check created the database");
+
+    let empty = dir.path().join("empty.db");
+    rusqlite::Connection::open(&empty)
+        .expect("an empty SQLite file")
+        .execute_batch("CREATE TABLE t (x)")
+        .expect("a table");
+    let output = run_check(&format!("sqlite://{}", empty.display()), dir.path()).await;
+    assert_eq!(output.status.code(), Some(2), "kassa check on a file without a ledger:\n{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("holds no Kassa ledger"), "{}", describe(&output));
+}
+
+/// A history link bent by hand (pointing forward, past the newest transfer)
+/// is named as a broken transfer.
+#[tokio::test]
+async fn check_names_a_broken_history_link() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("kassa.db");
+    let url = format!("sqlite://{}", path.display());
+    populate(Arc::new(kassa_store_sqlite::SqliteStore::open(&path).await.expect("the store opens"))).await;
+    let intact = run_check(&url, dir.path()).await;
+    assert_eq!(intact.status.code(), Some(0), "kassa check on intact books:\n{}", describe(&intact));
+    let changed = rusqlite::Connection::open(&path)
+        .expect("the database opens")
+        .execute(
+            "UPDATE transfers SET prev_debit_seq = (SELECT MAX(seq) + 1 FROM transfers)
+             WHERE seq = (SELECT MAX(seq) FROM transfers WHERE prev_debit_seq IS NOT NULL)",
+            [],
+        )
+        .expect("the update runs");
+    assert_eq!(changed, 1);
+    let broken = run_check(&url, dir.path()).await;
+    assert_eq!(broken.status.code(), Some(1), "kassa check on a bent link:\n{}", describe(&broken));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("history link does not lead to an earlier transfer"),
+        "kassa check did not name the broken link:\n{}",
+        describe(&broken)
+    );
+}
