@@ -235,7 +235,8 @@ pub fn check_status_change(account: &Account, status: AccountStatus) -> Result<(
 // --------------------------------------------------------------- transfers
 
 /// Why money moved; reported in history and statements. Only `Fee` and
-/// `Interest` may carry the bank-debit flag.
+/// `Interest` may carry the bank-debit flag, and only when they credit the
+/// bank's own fee-income or interest-expense account respectively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransferKind {
     Transfer,
@@ -380,7 +381,9 @@ pub struct NewTransfer {
     /// succeeds or fails as a whole.
     pub linked: bool,
     /// The bank's own interest or fee debit, which may take a customer
-    /// account past its credit limit (and is reported when it does).
+    /// account past its credit limit (and is reported when it does). Only a
+    /// `Fee` crediting a `FeeIncome` account or an `Interest` crediting an
+    /// `InterestExpense` account may carry it.
     pub bank_debit: bool,
     pub description: String,
 }
@@ -461,7 +464,9 @@ pub enum TransferError {
     DescriptionTooLong,
     #[error("a pending transfer may wait at most {PENDING_TIMEOUT_MAX_S} seconds")]
     TimeoutTooLong,
-    #[error("only the bank's interest and fee debits may be flagged as bank debits")]
+    #[error(
+        "only the bank's own fee or interest debits, credited to its fee-income or interest account, may be flagged as bank debits"
+    )]
     BankDebitNotAllowed,
     #[error("the debit account does not exist")]
     DebitAccountNotFound,
@@ -761,6 +766,15 @@ impl Applier<'_> {
         Ok(Created { transfer: self.commit(request, chain_id, plan, next_seq), replayed: false })
     }
 
+    /// Judges `request` and computes both accounts' new totals, changing
+    /// nothing. Rules are checked in a fixed order and the first that fails
+    /// is the answer: the request's own fields (including that only a `Fee`
+    /// or `Interest` may be a bank debit), then the accounts' existence and
+    /// currencies, then the bank-debit rule's credit account (a bank debit
+    /// must credit the bank's own `FeeIncome` account for a fee, its
+    /// `InterestExpense` account for interest; it needs the account, so it
+    /// comes after the look-ups and before the status checks), then the
+    /// accounts' statuses, the operation's own rules and the credit limit.
     fn plan(&self, request: &NewTransfer) -> Result<Plan, TransferError> {
         if !request.amount.is_positive() {
             return Err(TransferError::AmountMustBePositive);
@@ -784,6 +798,19 @@ impl Applier<'_> {
         }
         if request.currency != debit.currency {
             return Err(TransferError::TransferCurrencyMismatch);
+        }
+        // A bank debit may overdraw a customer, so it must pay the bank
+        // itself: otherwise any caller could move one customer's money past
+        // the limit to another by calling it a fee.
+        if request.bank_debit {
+            let own_account = match request.kind {
+                TransferKind::Fee => AccountKind::FeeIncome,
+                TransferKind::Interest => AccountKind::InterestExpense,
+                _ => return Err(TransferError::BankDebitNotAllowed),
+            };
+            if credit.kind != own_account {
+                return Err(TransferError::BankDebitNotAllowed);
+            }
         }
         let releases_only = matches!(request.op, TransferOp::Void { .. });
         if !releases_only {

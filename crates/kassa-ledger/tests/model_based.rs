@@ -107,11 +107,15 @@ enum Op {
         amount: i64,
         to_any: bool,
     },
+    /// A fee or interest charge. `target`: 0 credits the bank's own account
+    /// for it (fee income for a fee, interest expense for interest), 1 the
+    /// other of the two, 2 another customer; only 0 may be a bank debit.
     Fee {
         from: usize,
         amount: i64,
         bank_debit: bool,
         interest: bool,
+        target: u8,
     },
     Linked {
         legs: Vec<Leg>,
@@ -120,12 +124,16 @@ enum Op {
     Several {
         legs: Vec<Leg>,
     },
+    /// A hold on a customer. A bank-debit hold is a fee that credits the
+    /// fee-income account when `to_bank`, and another customer otherwise
+    /// (which the bank-debit rule refuses).
     Hold {
         from: usize,
         to: usize,
         amount: i64,
         timeout: Option<u32>,
         bank_debit: bool,
+        to_bank: bool,
     },
     /// `how`: 0 full, 1 part, 2 more than held, 3 swapped accounts,
     /// 4 refers to a transfer that is not pending, 5 to no transfer.
@@ -222,8 +230,20 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         (
             3,
-            (index(), 1_i64..=40, any::<bool>(), any::<bool>())
-                .prop_map(|(from, amount, bank_debit, interest)| Op::Fee { from, amount, bank_debit, interest })
+            (
+                index(),
+                1_i64..=40,
+                any::<bool>(),
+                any::<bool>(),
+                prop_oneof![6 => Just(0_u8), 1 => Just(1), 1 => Just(2)],
+            )
+                .prop_map(|(from, amount, bank_debit, interest, target)| Op::Fee {
+                    from,
+                    amount,
+                    bank_debit,
+                    interest,
+                    target,
+                })
                 .boxed(),
         ),
         (
@@ -235,8 +255,15 @@ fn op() -> impl Strategy<Value = Op> {
         (2, prop::collection::vec(leg(), 2..=5).prop_map(|legs| Op::Several { legs }).boxed()),
         (
             7,
-            (index(), index(), 1_i64..=60, timeout, prop::bool::weighted(0.2))
-                .prop_map(|(from, to, amount, timeout, bank_debit)| Op::Hold { from, to, amount, timeout, bank_debit })
+            (index(), index(), 1_i64..=60, timeout, prop::bool::weighted(0.2), prop::bool::weighted(0.7))
+                .prop_map(|(from, to, amount, timeout, bank_debit, to_bank)| Op::Hold {
+                    from,
+                    to,
+                    amount,
+                    timeout,
+                    bank_debit,
+                    to_bank,
+                })
                 .boxed(),
         ),
         (
@@ -293,6 +320,7 @@ struct World {
     model: Model,
     cash: HashMap<Currency, AccountId>,
     fee_income: HashMap<Currency, AccountId>,
+    interest_expense: HashMap<Currency, AccountId>,
     accounts: Vec<AccountId>,
     customers: Vec<AccountId>,
     currency_of: HashMap<AccountId, Currency>,
@@ -380,6 +408,7 @@ impl World {
             model: Model::new(),
             cash: HashMap::new(),
             fee_income: HashMap::new(),
+            interest_expense: HashMap::new(),
             accounts: Vec::new(),
             customers: Vec::new(),
             currency_of: HashMap::new(),
@@ -395,6 +424,8 @@ impl World {
             world.cash.insert(currency, cash);
             let fees = world.open(true, currency, AccountKind::FeeIncome, 0).await?;
             world.fee_income.insert(currency, fees);
+            let interest = world.open(true, currency, AccountKind::InterestExpense, 0).await?;
+            world.interest_expense.insert(currency, interest);
         }
         for (currency, limit) in [
             (Currency::BYN, 0),
@@ -634,11 +665,24 @@ impl World {
                 let transfer = self.transfer(customer, target, *amount, TransferKind::Transfer, TransferOp::Single);
                 self.submit(vec![transfer]).await?;
             }
-            Op::Fee { from, amount, bank_debit, interest } => {
+            Op::Fee { from, amount, bank_debit, interest, target } => {
                 let Some(customer) = pick(&self.customers, *from) else { return Ok(()) };
-                let income = self.fee_income[&self.currency(customer)];
+                let currency = self.currency(customer);
+                let (own, other) = if *interest {
+                    (self.interest_expense[&currency], self.fee_income[&currency])
+                } else {
+                    (self.fee_income[&currency], self.interest_expense[&currency])
+                };
+                let credit = match target {
+                    0 => own,
+                    1 => other,
+                    _ => {
+                        let Some(to) = self.counterpart(customer, *from / 2) else { return Ok(()) };
+                        to
+                    }
+                };
                 let kind = if *interest { TransferKind::Interest } else { TransferKind::Fee };
-                let mut transfer = self.transfer(customer, income, *amount, kind, TransferOp::Single);
+                let mut transfer = self.transfer(customer, credit, *amount, kind, TransferOp::Single);
                 transfer.bank_debit = *bank_debit;
                 self.submit(vec![transfer]).await?;
             }
@@ -658,9 +702,14 @@ impl World {
                     self.submit(request).await?;
                 }
             }
-            Op::Hold { from, to, amount, timeout, bank_debit } => {
+            Op::Hold { from, to, amount, timeout, bank_debit, to_bank } => {
                 let Some(customer) = pick(&self.customers, *from) else { return Ok(()) };
-                let Some(target) = self.counterpart(customer, *to) else { return Ok(()) };
+                let target = if *bank_debit && *to_bank {
+                    Some(self.fee_income[&self.currency(customer)])
+                } else {
+                    self.counterpart(customer, *to)
+                };
+                let Some(target) = target else { return Ok(()) };
                 let kind = if *bank_debit { TransferKind::Fee } else { TransferKind::Transfer };
                 let mut transfer =
                     self.transfer(customer, target, *amount, kind, TransferOp::Pending { timeout_s: *timeout });

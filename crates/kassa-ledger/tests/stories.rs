@@ -645,12 +645,15 @@ async fn every_transfer_error_code_is_reachable() {
 
 /// The bank's own fee or interest may take a customer past the credit
 /// limit: allowed, marked on the transfer and the account, and listed by
-/// `kassa check` as a bank overdraft rather than a violation.
+/// `kassa check` as a bank overdraft rather than a violation. The money must
+/// go to the bank's own books: a fee to its fee-income account, interest to
+/// its interest account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_debit_may_overdraw_and_is_reported() {
     on_every_engine(async |bank: &mut Bank| {
         let cash = bank.cash().await;
         let fees = bank.open(AccountKind::FeeIncome, Currency::BYN, 0).await;
+        let interest_account = bank.open(AccountKind::InterestExpense, Currency::BYN, 0).await;
         let alice = bank.customer(0).await;
         bank.deposit(cash, alice, 10).await;
 
@@ -667,7 +670,8 @@ async fn a_bank_debit_may_overdraw_and_is_reported() {
 
         // The customer's own payments still obey the limit.
         bank.refused(transfer(alice, cash, 1), "insufficient_funds").await;
-        let interest = NewTransfer { kind: TransferKind::Interest, bank_debit: true, ..transfer(alice, fees, 1) };
+        let interest =
+            NewTransfer { kind: TransferKind::Interest, bank_debit: true, ..transfer(alice, interest_account, 1) };
         assert!(bank.ok(interest).await.overdraft);
 
         // Paying the debt back clears the mark.
@@ -675,6 +679,63 @@ async fn a_bank_debit_may_overdraw_and_is_reported() {
         assert!(!bank.account(alice).await.bank_overdraft);
         assert_eq!(bank.balance(alice).await, 75);
         assert!(bank.ledger.check().await.unwrap().bank_overdrafts.is_empty());
+    })
+    .await;
+}
+
+/// Calling a payment a fee does not let it pass the credit limit: a bank
+/// debit that credits anything but the bank's own fee-income (for a fee) or
+/// interest (for interest) account is refused and changes nothing. The rule
+/// needs the credit account, so it is judged after the accounts are looked
+/// up and before their statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_debit_must_credit_the_banks_own_account() {
+    on_every_engine(async |bank: &mut Bank| {
+        let cash = bank.cash().await;
+        let fees = bank.open(AccountKind::FeeIncome, Currency::BYN, 0).await;
+        let interest_account = bank.open(AccountKind::InterestExpense, Currency::BYN, 0).await;
+        let (alice, bob) = (bank.customer(0).await, bank.customer(0).await);
+        bank.deposit(cash, alice, 10).await;
+
+        // Alice's money, past her limit, to Bob, labelled a fee.
+        let to_bob = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, bob, 30) };
+        bank.refused(to_bob, "bank_debit_not_allowed").await;
+        // Within the limit it is refused just the same: the flag is wrong.
+        let small = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, bob, 1) };
+        bank.refused(small, "bank_debit_not_allowed").await;
+        let interest_to_bob =
+            NewTransfer { kind: TransferKind::Interest, bank_debit: true, ..transfer(alice, bob, 30) };
+        bank.refused(interest_to_bob, "bank_debit_not_allowed").await;
+        // Other system accounts are not the bank's income either, and each
+        // kind must credit its own account.
+        for (kind, credit) in
+            [(TransferKind::Fee, cash), (TransferKind::Fee, interest_account), (TransferKind::Interest, fees)]
+        {
+            let flagged = NewTransfer { kind, bank_debit: true, ..transfer(alice, credit, 30) };
+            bank.refused(flagged, "bank_debit_not_allowed").await;
+        }
+        // A pending bank debit is judged the same way.
+        let hold = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..pending(alice, bob, 30, None) };
+        bank.refused(hold, "bank_debit_not_allowed").await;
+        assert_eq!((bank.balance(alice).await, bank.balance(bob).await), (10, 0));
+        assert!(!bank.account(alice).await.bank_overdraft);
+
+        // The order: a missing credit account is reported first; the rule
+        // comes before the statuses.
+        let missing =
+            NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, AccountId(987_654_321), 1) };
+        bank.refused(missing, "credit_account_not_found").await;
+        bank.ledger.set_account_status(alice, AccountStatus::Blocked).await.unwrap();
+        let blocked = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, bob, 1) };
+        bank.refused(blocked, "bank_debit_not_allowed").await;
+        let proper = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, fees, 1) };
+        bank.refused(proper, "debit_account_blocked").await;
+        bank.ledger.set_account_status(alice, AccountStatus::Active).await.unwrap();
+
+        // Credited to the bank's own fee income, the same fee is allowed.
+        let fee = NewTransfer { kind: TransferKind::Fee, bank_debit: true, ..transfer(alice, fees, 30) };
+        assert!(bank.ok(fee).await.overdraft);
+        assert_eq!((bank.balance(alice).await, bank.balance(bob).await, bank.balance(fees).await), (-20, 0, 30));
     })
     .await;
 }

@@ -374,6 +374,20 @@ impl Model {
         if t.currency != debit.currency {
             return Err("currency_mismatch");
         }
+        // A bank debit may overdraw a customer, so the money must go to the
+        // bank itself: a fee to its fee-income account, interest to its
+        // interest-expense account. This needs the credit account, so it is
+        // judged after the look-ups and before the statuses.
+        if t.bank_debit {
+            let allowed = match t.kind {
+                TransferKind::Fee => credit.kind == AccountKind::FeeIncome,
+                TransferKind::Interest => credit.kind == AccountKind::InterestExpense,
+                _ => false,
+            };
+            if !allowed {
+                return Err("bank_debit_not_allowed");
+            }
+        }
         // A void only gives money back, so it is allowed whatever the state
         // of the accounts.
         let is_void = matches!(t.op, TransferOp::Void { .. });
@@ -555,6 +569,8 @@ mod tests {
         model.open_account(AccountId(1), Currency::BYN, AccountKind::Cash, 0);
         model.open_account(AccountId(2), Currency::BYN, AccountKind::Current, 0);
         model.open_account(AccountId(3), Currency::BYN, AccountKind::Current, 10);
+        model.open_account(AccountId(4), Currency::BYN, AccountKind::FeeIncome, 0);
+        model.open_account(AccountId(5), Currency::BYN, AccountKind::InterestExpense, 0);
         model
     }
 
@@ -590,11 +606,39 @@ mod tests {
         let mut hold = transfer(1, 3, 2, 8);
         hold.op = TransferOp::Pending { timeout_s: None };
         assert_eq!(codes(&model.submit(&[hold, transfer(2, 3, 2, 3)], 0)), ["ok", "insufficient_funds"]);
-        let mut fee = transfer(3, 3, 1, 3);
+        let mut fee = transfer(3, 3, 4, 3);
         fee.kind = TransferKind::Fee;
         fee.bank_debit = true;
         let outcomes = model.submit(&[fee], 0);
         assert!(matches!(&outcomes[0], Ok(created) if created.transfer.overdraft));
         assert_eq!(model.account(AccountId(3)).map(|a| a.bank_overdraft), Some(true));
+        let mut interest = transfer(4, 3, 5, 1);
+        interest.kind = TransferKind::Interest;
+        interest.bank_debit = true;
+        assert!(matches!(&model.submit(&[interest], 0)[0], Ok(created) if created.transfer.overdraft));
+    }
+
+    #[test]
+    fn a_bank_debit_must_credit_the_banks_own_account() {
+        let mut model = model();
+        let flagged = |id, credit, kind| NewTransfer { kind, bank_debit: true, ..transfer(id, 3, credit, 3) };
+        let refused = [
+            flagged(1, 2, TransferKind::Fee),
+            flagged(2, 2, TransferKind::Interest),
+            flagged(3, 1, TransferKind::Fee),
+            flagged(4, 5, TransferKind::Fee),
+            flagged(5, 4, TransferKind::Interest),
+            flagged(6, 4, TransferKind::Transfer),
+        ];
+        for request in refused {
+            assert_eq!(codes(&model.submit(&[request], 0)), ["bank_debit_not_allowed"]);
+        }
+        // The kind is judged before the accounts are looked up; the credit
+        // account after them.
+        assert_eq!(codes(&model.submit(&[flagged(7, 99, TransferKind::Transfer)], 0)), ["bank_debit_not_allowed"]);
+        assert_eq!(codes(&model.submit(&[flagged(8, 99, TransferKind::Fee)], 0)), ["credit_account_not_found"]);
+        assert_eq!(model.account(AccountId(2)).map(ModelAccount::posted), Some(0));
+        assert_eq!(model.account(AccountId(3)).map(ModelAccount::posted), Some(0));
+        assert_eq!(model.transfers().count(), 0);
     }
 }
