@@ -9,6 +9,7 @@
 //! fails alone (unless linked); a database failure fails the whole batch and
 //! changes nothing, so callers may retry with the same transfer ids.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +115,15 @@ impl Ledger {
         // Writers share the queue; each holds it only while gathering a
         // batch, so one batch gathers while others commit.
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let in_flight = Arc::new(InFlight::default());
         for _ in 0..config.writers.clamp(1, store.concurrent_batches_max().max(1)) {
-            tokio::spawn(writer(Arc::clone(&store), Arc::clone(&receiver), config, Arc::clone(&stats)));
+            tokio::spawn(writer(
+                Arc::clone(&store),
+                Arc::clone(&receiver),
+                Arc::clone(&in_flight),
+                config,
+                Arc::clone(&stats),
+            ));
         }
         Ledger { store, queue, stats }
     }
@@ -261,18 +269,64 @@ fn clone_store_error(error: &StoreError) -> StoreError {
     }
 }
 
+/// The accounts of the batches being applied right now. A batch that shares
+/// an account with one in flight waits for it, and keeps gathering requests
+/// meanwhile, instead of queueing on the database's row lock: a hot account
+/// then gets one big batch after another rather than many small ones in
+/// single file, and two big batches never half-overlap.
+#[derive(Debug, Default)]
+struct InFlight {
+    accounts: std::sync::Mutex<HashSet<AccountId>>,
+    done: tokio::sync::Notify,
+}
+
+impl InFlight {
+    /// Claims `accounts` unless one of them is in flight already.
+    fn try_claim(&self, accounts: &HashSet<AccountId>) -> bool {
+        let Ok(mut in_flight) = self.accounts.lock() else { return false };
+        if accounts.iter().any(|account| in_flight.contains(account)) {
+            return false;
+        }
+        in_flight.extend(accounts.iter().copied());
+        true
+    }
+
+    fn release(&self, accounts: &HashSet<AccountId>) {
+        if let Ok(mut in_flight) = self.accounts.lock() {
+            for account in accounts {
+                in_flight.remove(account);
+            }
+        }
+        self.done.notify_waiters();
+    }
+}
+
+fn add_accounts(accounts: &mut HashSet<AccountId>, transfers: &[NewTransfer]) {
+    for transfer in transfers {
+        accounts.insert(transfer.debit_account);
+        accounts.insert(transfer.credit_account);
+    }
+}
+
+/// The longest the writer ever waits to fill a batch.
+pub const BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// Waits shorter than this are done by yielding, not by a timer.
 const SLEEP_GRANULARITY: Duration = Duration::from_millis(2);
 
 async fn writer(
     store: Arc<dyn LedgerStore>,
     receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    in_flight: Arc<InFlight>,
     config: LedgerConfig,
     stats: Arc<LedgerStats>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     // A request larger than the bound still runs, alone in its batch.
     let batch_max = config.batch_transfers_max.max(1);
+    // Bounded, so no configuration can stall every caller (or overflow the
+    // clock arithmetic below).
+    let batch_wait = config.batch_wait.min(BATCH_WAIT_MAX);
     // A job that did not fit in the previous batch starts the next one.
     let mut carried: Option<Job> = None;
     let mut previous_jobs = 0_usize;
@@ -289,7 +343,7 @@ async fn writer(
         let mut jobs = vec![first];
         // Wait for stragglers only when callers are arriving together: a
         // lone caller is answered at once.
-        let wait = if previous_jobs > 1 { config.batch_wait } else { Duration::ZERO };
+        let wait = if previous_jobs > 1 { batch_wait } else { Duration::ZERO };
         let deadline = tokio::time::Instant::now() + wait;
         while count < batch_max {
             let next = match receiver.try_recv() {
@@ -318,11 +372,39 @@ async fn writer(
             count += job.transfers.len();
             jobs.push(job);
         }
+        let mut accounts = HashSet::new();
+        for job in &jobs {
+            add_accounts(&mut accounts, &job.transfers);
+        }
+        let mut open = true;
+        loop {
+            // Registered before the check, so a release in between is seen.
+            let released = in_flight.done.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if in_flight.try_claim(&accounts) {
+                break;
+            }
+            let room = open && carried.is_none() && count < batch_max;
+            tokio::select! {
+                () = &mut released => {}
+                job = receiver.recv(), if room => match job {
+                    Some(job) if count + job.transfers.len() <= batch_max => {
+                        count += job.transfers.len();
+                        add_accounts(&mut accounts, &job.transfers);
+                        jobs.push(job);
+                    }
+                    Some(job) => carried = Some(job),
+                    None => open = false,
+                },
+            }
+        }
         drop(receiver);
         previous_jobs = jobs.len();
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|job| (job.transfers, job.reply)).unzip();
         let started = std::time::Instant::now();
         let result = store.apply(requests, now_us()).await;
+        in_flight.release(&accounts);
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.batches.fetch_add(1, Relaxed);
         stats.transfers.fetch_add(count as u64, Relaxed);

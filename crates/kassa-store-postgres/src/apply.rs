@@ -174,29 +174,51 @@ async fn run(
 ) -> Result<Vec<Vec<TransferOutcome>>, Failure> {
     let mut state = LedgerState::default();
 
-    // Accounts first, locked in id order: this is the lock that makes the
-    // reads below stable until commit.
-    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE");
-    let context = "locking the batch's accounts";
-    let statement = tx.prepare_cached(&sql).await.map_err(failure(context))?;
-    for row in tx.query(&statement, &[&needs.account_ids]).await.map_err(failure(context))? {
-        let account = account_from_row(&row)?;
-        state.accounts.insert(account.id, account);
-    }
+    // Every statement is prepared before any is sent: once they are all
+    // prepared, tokio-postgres sends the queries below in the order they are
+    // first polled, and the server runs them in that order. The account
+    // lock goes first, so every read after it sees rows that cannot change
+    // until commit — and the batch pays one round trip for the lock and all
+    // the reads together.
+    let lock_sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE");
+    let transfers_sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.id = ANY($1)");
+    let context = "preparing the batch's statements";
+    let lock_statement = tx.prepare_cached(&lock_sql).await.map_err(failure(context))?;
+    let transfers_statement = tx.prepare_cached(&transfers_sql).await.map_err(failure(context))?;
+    let reversed_statement = tx
+        .prepare_cached("SELECT ref_id FROM transfers WHERE op = 'reverse' AND ref_id = ANY($1)")
+        .await
+        .map_err(failure(context))?;
+    let sequence_statement = tx
+        .prepare_cached("SELECT nextval('transfers_seq') FROM generate_series(1, $1::bigint)")
+        .await
+        .map_err(failure(context))?;
+    // Each account's chain must run backwards in time, or `balance_at` would
+    // stop too early: a batch that waited for locks, or a node whose clock
+    // lags, must not stamp its transfers earlier than the heads it links to.
+    // Run after the lock, this reads the heads of the locked accounts.
+    let newest_statement = tx
+        .prepare_cached(
+            "SELECT COALESCE(MAX(t.created_at_us), 0) AS newest \
+             FROM accounts a JOIN transfers t ON t.seq = a.last_seq WHERE a.id = ANY($1)",
+        )
+        .await
+        .map_err(failure(context))?;
 
-    // With the accounts locked, the four reads below are independent, so
-    // they are sent together: tokio-postgres pipelines them on the one
-    // connection, and the batch pays one round trip for all four.
-    let heads: Vec<i64> = state.accounts.values().filter_map(|account| account.last_seq).collect();
+    // Accounts first, locked in id order: one global order, so two batches
+    // never deadlock on them.
+    let locked = async {
+        let context = "locking the batch's accounts";
+        let rows = tx.query(&lock_statement, &[&needs.account_ids]).await.map_err(failure(context))?;
+        rows.iter().map(|row| account_from_row(row).map_err(Failure::from)).collect::<Result<Vec<_>, _>>()
+    };
     // The transfers the batch names, as its own ids (idempotent replays) or
     // as references (pending transfers to resolve, transfers to reverse).
     let transfers = async {
         let mut found = Vec::new();
         if !needs.transfer_ids.is_empty() {
-            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.id = ANY($1)");
             let context = "loading the batch's transfers";
-            let statement = tx.prepare_cached(&sql).await.map_err(failure(context))?;
-            for row in tx.query(&statement, &[&needs.transfer_ids]).await.map_err(failure(context))? {
+            for row in tx.query(&transfers_statement, &[&needs.transfer_ids]).await.map_err(failure(context))? {
                 found.push(transfer_from_row(&row)?);
             }
         }
@@ -206,11 +228,7 @@ async fn run(
         let mut found = Vec::new();
         if !needs.reversed_candidates.is_empty() {
             let context = "loading reversals";
-            let statement = tx
-                .prepare_cached("SELECT ref_id FROM transfers WHERE op = 'reverse' AND ref_id = ANY($1)")
-                .await
-                .map_err(failure(context))?;
-            for row in tx.query(&statement, &[&needs.reversed_candidates]).await.map_err(failure(context))? {
+            for row in tx.query(&reversed_statement, &[&needs.reversed_candidates]).await.map_err(failure(context))? {
                 let original: Uuid = crate::rows::get(&row, "ref_id")?;
                 found.push(TransferId(original.as_u128()));
             }
@@ -221,29 +239,22 @@ async fn run(
     // the order of sequence numbers is the order of commits.
     let sequence = async {
         let context = "drawing sequence numbers";
-        let statement = tx
-            .prepare_cached("SELECT nextval('transfers_seq') FROM generate_series(1, $1::bigint)")
-            .await
-            .map_err(failure(context))?;
         let mut drawn = Vec::with_capacity(requests.iter().map(Vec::len).sum());
-        for row in tx.query(&statement, &[&needs.transfers]).await.map_err(failure(context))? {
+        for row in tx.query(&sequence_statement, &[&needs.transfers]).await.map_err(failure(context))? {
             drawn.push(crate::rows::get::<i64>(&row, "nextval")?);
         }
         Ok::<_, Failure>(drawn)
     };
-    // Each account's chain must run backwards in time, or `balance_at` would
-    // stop too early: a batch that waited for locks, or a node whose clock
-    // lags, must not stamp its transfers earlier than the heads it links to.
     let newest = async {
         let context = "reading the newest timestamps";
-        let statement = tx
-            .prepare_cached("SELECT COALESCE(MAX(created_at_us), 0) AS newest FROM transfers WHERE seq = ANY($1)")
-            .await
-            .map_err(failure(context))?;
-        let row = tx.query_one(&statement, &[&heads]).await.map_err(failure(context))?;
+        let row = tx.query_one(&newest_statement, &[&needs.account_ids]).await.map_err(failure(context))?;
         crate::rows::get::<i64>(&row, "newest").map_err(Failure::from)
     };
-    let (transfers, reversed, mut drawn, newest) = tokio::try_join!(transfers, reversed, sequence, newest)?;
+    let (accounts, transfers, reversed, mut drawn, newest) =
+        tokio::try_join!(locked, transfers, reversed, sequence, newest)?;
+    for account in accounts {
+        state.accounts.insert(account.id, account);
+    }
     for transfer in transfers {
         state.transfers.insert(transfer.id, transfer);
     }
