@@ -1012,3 +1012,76 @@ impl Applier<'_> {
         transfer
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "test code: a failure should stop the test")]
+mod tests {
+    use super::*;
+
+    fn account(id: i64, kind: AccountKind) -> Account {
+        Account {
+            id: AccountId(id),
+            number: format!("A{id}"),
+            owner: if kind.is_system() { None } else { Some(id) },
+            currency: Currency::BYN,
+            kind,
+            status: AccountStatus::Active,
+            credit_limit: Amount::ZERO,
+            balances: Balances::default(),
+            bank_overdraft: false,
+            last_seq: None,
+            created_at_us: 0,
+        }
+    }
+
+    fn single(id: u128, debit: i64, credit: i64, amount: i64) -> NewTransfer {
+        NewTransfer {
+            id: TransferId(id),
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount: Amount::from_minor(amount),
+            currency: Currency::BYN,
+            kind: TransferKind::Transfer,
+            op: TransferOp::Single,
+            linked: false,
+            bank_debit: false,
+            description: String::new(),
+        }
+    }
+
+    /// A hot account credited by a thousand transfers of one batch is one
+    /// entry in the batch's write set (the engines write each entry once),
+    /// its history chain links all thousand, and its total is exact.
+    #[test]
+    fn a_hot_account_is_written_once_per_batch() {
+        let mut state = LedgerState::default();
+        state.accounts.insert(AccountId(1), account(1, AccountKind::Cash));
+        state.accounts.insert(AccountId(2), account(2, AccountKind::Current));
+        for id in 10..20 {
+            state.accounts.insert(AccountId(id), account(id, AccountKind::Cash));
+        }
+        let requests: Vec<Vec<NewTransfer>> =
+            (0..1000_i64).map(|n| vec![single(u128::try_from(n + 1).unwrap(), 10 + n % 10, 2, 3)]).collect();
+        let mut next = 100;
+        let effects = apply_batch(&mut state, &requests, 1, &mut || {
+            next += 1;
+            next
+        });
+        assert!(effects.outcomes.iter().flatten().all(Result::is_ok));
+        assert_eq!(effects.touched_accounts.iter().filter(|id| **id == AccountId(2)).count(), 1);
+        assert_eq!(effects.touched_accounts.len(), 11, "the hot account and the ten payers, each once");
+        let hot = &state.accounts[&AccountId(2)];
+        assert_eq!(hot.balances.credits_posted, Amount::from_minor(3000));
+        // Walking the hot account's chain back from its head visits all 1000.
+        let by_seq: HashMap<i64, &Transfer> = effects.inserted.iter().map(|t| (t.seq, t)).collect();
+        let mut cursor = hot.last_seq;
+        let mut walked = 0;
+        while let Some(seq) = cursor {
+            let transfer = by_seq[&seq];
+            assert_eq!(transfer.balance_after_for(AccountId(2)), 3 * (1000 - walked));
+            cursor = transfer.prev_seq_for(AccountId(2));
+            walked += 1;
+        }
+        assert_eq!(walked, 1000);
+    }
+}
