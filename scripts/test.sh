@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: every suite except the benchmark.
+#   - checks formatting and the workspace's lints (warnings are errors);
 #   - builds the debug profile once (tests and the kassa binary);
 #   - runs the crash test (SIGKILL inside group-commit batches) on SQLite and
 #     PostgreSQL;
@@ -14,6 +15,10 @@ cd "$(dirname "$0")/.."
 
 # The model-based property test runs 256 cases per engine here (64 by default).
 export KASSA_PROPTEST_CASES="${KASSA_PROPTEST_CASES:-256}"
+
+# The lint table is enforced, not advisory.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 cargo build --workspace --tests --bins --locked
 KASSA_BIN="$PWD/target/debug/kassa" ./scripts/crash-test.sh all
