@@ -301,6 +301,18 @@ impl InFlight {
     }
 }
 
+/// Accounts claimed in [`InFlight`], released on drop.
+struct Claim<'a> {
+    in_flight: &'a InFlight,
+    accounts: &'a HashSet<AccountId>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.in_flight.release(self.accounts);
+    }
+}
+
 fn add_accounts(accounts: &mut HashSet<AccountId>, transfers: &[NewTransfer]) {
     for transfer in transfers {
         accounts.insert(transfer.debit_account);
@@ -403,8 +415,11 @@ async fn writer(
         previous_jobs = jobs.len();
         let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|job| (job.transfers, job.reply)).unzip();
         let started = std::time::Instant::now();
+        // Released when this scope ends, even if the task is cancelled
+        // mid-apply, so a claim can never be left behind.
+        let claim = Claim { in_flight: &in_flight, accounts: &accounts };
         let result = store.apply(requests, now_us()).await;
-        in_flight.release(&accounts);
+        drop(claim);
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.batches.fetch_add(1, Relaxed);
         stats.transfers.fetch_add(count as u64, Relaxed);
