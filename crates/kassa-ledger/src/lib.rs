@@ -237,7 +237,8 @@ impl Ledger {
         let store = Arc::clone(&self.store);
         let stats = Arc::clone(&self.stats);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
+            // A zero period would make tokio's interval panic.
+            let mut ticker = tokio::time::interval(every.max(Duration::from_millis(1)));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 ticker.tick().await;

@@ -251,7 +251,11 @@ async fn run(
         crate::rows::get::<i64>(&row, "newest").map_err(Failure::from)
     };
     let (accounts, transfers, reversed, mut drawn, newest) =
-        tokio::try_join!(locked, transfers, reversed, sequence, newest)?;
+        // Biased: always polled in this order, so when a statement fails the
+        // error seen is the earliest statement's own, not the "transaction
+        // is aborted" of a statement queued behind it (which would turn a
+        // retryable conflict into a hard failure).
+        tokio::try_join!(biased; locked, transfers, reversed, sequence, newest)?;
     for account in accounts {
         state.accounts.insert(account.id, account);
     }
@@ -287,7 +291,9 @@ async fn run(
         write_transfers(tx, &effects.inserted).await?;
         write_resolutions(tx, &effects.resolved).await
     };
-    tokio::try_join!(transfer_rows, write_accounts(tx, &state, &effects.touched_accounts))?;
+    // Biased for the same reason as the reads: the insert's own error (a
+    // duplicate id to retry) must win over the aborted update behind it.
+    tokio::try_join!(biased; transfer_rows, write_accounts(tx, &state, &effects.touched_accounts))?;
     Ok(effects.outcomes)
 }
 
