@@ -6,7 +6,7 @@
 //! checked in seconds.
 
 use deadpool_postgres::{Object, Pool};
-use kassa_core::TransferId;
+use kassa_core::{AccountId, TransferId};
 use kassa_store::{AccountCheckRow, BadTransfer, CheckInputs, StoreError, Totals};
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::Row;
@@ -106,7 +106,11 @@ pub(crate) async fn check_inputs(pool: &Pool) -> Result<CheckInputs, StoreError>
             let id: Uuid = get(row, "id")?;
             bad_transfers.push(BadTransfer { id: TransferId(id.as_u128()), reason: get(row, "reason")? });
         }
-        Ok::<CheckInputs, StoreError>(CheckInputs { accounts, transfers, bad_transfers })
+        let rows =
+            tx.query(kassa_store::OVERDRAWN_BY_BANK_SQL, &[]).await.map_err(|error| db_error(context, &error))?;
+        let overdrawn_by_bank =
+            rows.iter().map(|row| get::<i64>(row, "debit_account_id").map(AccountId)).collect::<Result<Vec<_>, _>>()?;
+        Ok::<CheckInputs, StoreError>(CheckInputs { accounts, transfers, bad_transfers, overdrawn_by_bank })
     }
     .await;
     // The transaction only read, so ending it either way changes nothing;

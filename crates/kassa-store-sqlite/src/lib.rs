@@ -781,6 +781,10 @@ fn check_inputs(connection: &mut Connection) -> rusqlite::Result<CheckInputs> {
             reason: format!("transfers name account {account}, which does not exist"),
         });
     }
+    let overdrawn_by_bank = transaction
+        .prepare(kassa_store::OVERDRAWN_BY_BANK_SQL)?
+        .query_map([], |row| Ok(AccountId(row.get(0)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     transaction.commit()?;
-    Ok(CheckInputs { accounts, transfers: u64::try_from(transfers).unwrap_or(0), bad_transfers })
+    Ok(CheckInputs { accounts, transfers: u64::try_from(transfers).unwrap_or(0), bad_transfers, overdrawn_by_bank })
 }

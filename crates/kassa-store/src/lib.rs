@@ -169,7 +169,13 @@ pub struct CheckInputs {
     pub accounts: Vec<AccountCheckRow>,
     pub transfers: u64,
     pub bad_transfers: Vec<BadTransfer>,
+    /// Accounts debited by at least one flagged bank debit that went past
+    /// the limit: the only accounts whose `bank_overdraft` flag is justified.
+    pub overdrawn_by_bank: Vec<AccountId>,
 }
+
+/// The accounts a bank debit took past their limit ([`CheckInputs::overdrawn_by_bank`]).
+pub const OVERDRAWN_BY_BANK_SQL: &str = "SELECT DISTINCT debit_account_id FROM transfers WHERE overdraft";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
@@ -238,6 +244,10 @@ impl CheckReport {
     /// Compares what is cached on accounts with what the transfers say.
     pub fn from_inputs(inputs: CheckInputs) -> CheckReport {
         let mut report = CheckReport { transfers: inputs.transfers, ..CheckReport::default() };
+        // A flag on the account is not evidence: only a recorded bank debit
+        // that went past the limit excuses a balance below it.
+        let overdrawn_by_bank: std::collections::HashSet<AccountId> =
+            inputs.overdrawn_by_bank.iter().copied().collect();
         for row in &inputs.accounts {
             let account = &row.account;
             report.accounts += 1;
@@ -266,7 +276,7 @@ impl CheckReport {
                 let available = account.balances.available();
                 let floor = -i128::from(account.credit_limit.minor());
                 if available < floor {
-                    if account.bank_overdraft {
+                    if account.bank_overdraft && overdrawn_by_bank.contains(&account.id) {
                         report.bank_overdrafts.push(account.id);
                     } else {
                         report.violations.push(Violation::BelowCreditLimit {

@@ -235,3 +235,43 @@ async fn check_names_a_broken_history_link() {
         describe(&broken)
     );
 }
+
+/// The account's overdraft flag is not evidence: an account below its limit
+/// passes only if a recorded bank debit took it there.
+#[tokio::test]
+async fn check_does_not_trust_a_forged_overdraft_flag() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("kassa.db");
+    let url = format!("sqlite://{}", path.display());
+    let store: Arc<dyn LedgerStore> =
+        Arc::new(kassa_store_sqlite::SqliteStore::open(&path).await.expect("the store opens"));
+    let ledger = Ledger::start(Arc::clone(&store), LedgerConfig::default());
+    let open = |number: &str, kind: AccountKind, limit: i64| NewAccount {
+        number: number.to_owned(),
+        owner: if kind.is_system() { None } else { Some(1) },
+        currency: Currency::EUR,
+        kind,
+        credit_limit: Amount::from_minor(limit),
+    };
+    let cash = ledger.create_account(open("CASH", AccountKind::Cash, 0)).await.expect("cash").id;
+    let card = ledger.create_account(open("CARD", AccountKind::CreditCard, 1_000)).await.expect("card").id;
+    // Spending 5.00 on credit is within the 10.00 limit.
+    ledger.transfer(transfer(1, card, cash, 500, TransferKind::Withdrawal)).await.expect("answered").expect("allowed");
+    drop(ledger);
+    let intact = run_check(&url, dir.path()).await;
+    assert_eq!(intact.status.code(), Some(0), "kassa check on intact books:\n{}", describe(&intact));
+
+    // By hand: the limit goes to zero and the flag claims a bank overdraft.
+    let changed = rusqlite::Connection::open(&path)
+        .expect("the database opens")
+        .execute("UPDATE accounts SET credit_limit = 0, bank_overdraft = 1 WHERE id = ?1", [card.0])
+        .expect("the update runs");
+    assert_eq!(changed, 1);
+    let forged = run_check(&url, dir.path()).await;
+    assert_eq!(forged.status.code(), Some(1), "kassa check with a forged flag:\n{}", describe(&forged));
+    assert!(
+        String::from_utf8_lossy(&forged.stdout).contains(&format!("account {card}: available -500 is below")),
+        "kassa check did not name the account below its limit:\n{}",
+        describe(&forged)
+    );
+}
