@@ -388,6 +388,31 @@ pub struct NewTransfer {
     pub description: String,
 }
 
+impl NewTransfer {
+    /// A plain transfer that posts at once: no link, no bank-debit flag, no
+    /// description. Other shapes start here and change fields.
+    pub fn single(
+        id: TransferId,
+        debit_account: AccountId,
+        credit_account: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> NewTransfer {
+        NewTransfer {
+            id,
+            debit_account,
+            credit_account,
+            amount,
+            currency,
+            kind: TransferKind::Transfer,
+            op: TransferOp::Single,
+            linked: false,
+            bank_debit: false,
+            description: String::new(),
+        }
+    }
+}
+
 /// A transfer as recorded. Immutable once posted; a pending transfer's state
 /// changes exactly once, when it is posted, voided or expires.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1035,18 +1060,13 @@ mod tests {
     }
 
     fn single(id: u128, debit: i64, credit: i64, amount: i64) -> NewTransfer {
-        NewTransfer {
-            id: TransferId(id),
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount: Amount::from_minor(amount),
-            currency: Currency::BYN,
-            kind: TransferKind::Transfer,
-            op: TransferOp::Single,
-            linked: false,
-            bank_debit: false,
-            description: String::new(),
-        }
+        NewTransfer::single(
+            TransferId(id),
+            AccountId(debit),
+            AccountId(credit),
+            Amount::from_minor(amount),
+            Currency::BYN,
+        )
     }
 
     /// A hot account credited by a thousand transfers of one batch is one

@@ -149,7 +149,7 @@ impl Ledger {
         self.queue.send(Job { transfers, reply }).await.map_err(|_| LedgerError::ShuttingDown)?;
         match answer.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(error)) => Err(LedgerError::Store(clone_store_error(&error))),
+            Ok(Err(error)) => Err(LedgerError::Store(StoreError::clone(&error))),
             Err(_) => Err(LedgerError::ShuttingDown),
         }
     }
@@ -205,16 +205,16 @@ impl Ledger {
         let voids: Vec<NewTransfer> = expired
             .iter()
             .map(|pending| NewTransfer {
-                id: expiry_void_id(pending.id),
-                debit_account: pending.debit_account,
-                credit_account: pending.credit_account,
-                amount: pending.amount,
-                currency: pending.currency,
                 kind: pending.kind,
                 op: TransferOp::Void { pending_id: pending.id },
-                linked: false,
-                bank_debit: false,
                 description: "expired".to_owned(),
+                ..NewTransfer::single(
+                    expiry_void_id(pending.id),
+                    pending.debit_account,
+                    pending.credit_account,
+                    pending.amount,
+                    pending.currency,
+                )
             })
             .collect();
         let mut voided = 0;
@@ -258,16 +258,6 @@ pub fn expiry_void_id(pending: TransferId) -> TransferId {
     // produces, and mix the rest so the id differs from the pending one.
     let mixed = pending.0.rotate_left(64) ^ 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
     TransferId((mixed & !(0xf_u128 << 76)) | (0xf_u128 << 76))
-}
-
-fn clone_store_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Account(error) => StoreError::Account(error.clone()),
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        StoreError::Database(message) => StoreError::Database(message.clone()),
-        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
-        StoreError::BadUrl(message) => StoreError::BadUrl(message.clone()),
-    }
 }
 
 /// The accounts of the batches being applied right now. A batch that shares

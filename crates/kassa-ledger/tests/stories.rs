@@ -27,18 +27,9 @@ const HOUR_US: i64 = 3600 * 1_000_000;
 /// A single BYN transfer of `amount` from `debit` to `credit`; stories
 /// change the other fields with struct update syntax.
 fn transfer(debit: AccountId, credit: AccountId, amount: i64) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed))),
-        debit_account: debit,
-        credit_account: credit,
-        amount: Amount::from_minor(amount),
-        currency: Currency::BYN,
-        kind: TransferKind::Transfer,
-        op: TransferOp::Single,
-        linked: false,
-        bank_debit: false,
-        description: String::new(),
-    }
+    let id =
+        TransferId(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    NewTransfer::single(id, debit, credit, Amount::from_minor(amount), Currency::BYN)
 }
 
 fn pending(debit: AccountId, credit: AccountId, amount: i64, timeout_s: Option<u32>) -> NewTransfer {

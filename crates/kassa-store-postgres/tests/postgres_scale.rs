@@ -8,7 +8,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer, TransferKind, TransferOp};
+use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer};
 use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_store::{CheckReport, LedgerStore};
 use kassa_store_postgres::PostgresStore;
@@ -20,18 +20,7 @@ const ACCOUNTS: usize = 100_000;
 const BATCH: usize = 8_190;
 
 fn single(id: u128, debit: AccountId, credit: AccountId) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        debit_account: debit,
-        credit_account: credit,
-        amount: Amount::from_minor(1),
-        currency: Currency::BYN,
-        kind: TransferKind::Transfer,
-        op: TransferOp::Single,
-        linked: false,
-        bank_debit: false,
-        description: String::new(),
-    }
+    NewTransfer::single(TransferId(id), debit, credit, Amount::from_minor(1), Currency::BYN)
 }
 
 #[tokio::test]

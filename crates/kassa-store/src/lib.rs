@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use kassa_core::ledger::{Account, AccountError, AccountStatus, NewAccount, NewTransfer, Transfer, TransferOutcome};
 use kassa_core::{AccountId, Amount, TransferId};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Account(#[from] AccountError),

@@ -550,18 +550,13 @@ mod tests {
     use super::*;
 
     fn transfer(id: u128, debit: i64, credit: i64, amount: i64) -> NewTransfer {
-        NewTransfer {
-            id: TransferId(id),
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount: Amount::from_minor(amount),
-            currency: Currency::BYN,
-            kind: TransferKind::Transfer,
-            op: TransferOp::Single,
-            linked: false,
-            bank_debit: false,
-            description: String::new(),
-        }
+        NewTransfer::single(
+            TransferId(id),
+            AccountId(debit),
+            AccountId(credit),
+            Amount::from_minor(amount),
+            Currency::BYN,
+        )
     }
 
     fn model() -> Model {

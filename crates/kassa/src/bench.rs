@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer, TransferKind, TransferOp};
+use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer};
 use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_ledger::{Ledger, LedgerConfig};
 use kassa_store::{DatabaseUrl, LedgerStore, now_us};
@@ -198,18 +198,12 @@ fn random_transfer(ids: &Ids, setup: &Setup, hot: bool) -> NewTransfer {
             }
         }
     };
-    NewTransfer {
-        id: ids.next(),
-        debit_account: debit,
-        credit_account: credit,
-        amount: Amount::from_minor(rng.random_range(1..=10_000)),
-        currency: CURRENCY,
-        kind: TransferKind::Transfer,
-        op: TransferOp::Single,
-        linked: false,
-        bank_debit: false,
-        description: String::new(),
-    }
+    NewTransfer::single(ids.next(), debit, credit, Amount::from_minor(rng.random_range(1..=10_000)), CURRENCY)
+}
+
+/// One client request of the workload's size.
+fn request(ids: &Ids, setup: &Setup, workload: Workload) -> Vec<NewTransfer> {
+    (0..workload.batch()).map(|_| random_transfer(ids, setup, workload == Workload::Hot)).collect()
 }
 
 fn percentile_ms(sorted_us: &[u32], per_mille: usize) -> f64 {
@@ -278,10 +272,9 @@ async fn run_kassa(
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally { transfers: 0, latencies_us: Vec::new(), retries: 0 };
             while Instant::now() < deadline {
-                let request: Vec<NewTransfer> =
-                    (0..workload.batch()).map(|_| random_transfer(&ids, &setup, workload == Workload::Hot)).collect();
+                let transfers = request(&ids, &setup, workload);
                 let sent = Instant::now();
-                let outcomes = ledger.submit(request).await?;
+                let outcomes = ledger.submit(transfers).await?;
                 tally.latencies_us.push(latency_us(sent));
                 for outcome in outcomes {
                     if let Err(error) = outcome {
@@ -460,9 +453,7 @@ async fn run_baseline(
                     let mut connection = sqlite_baseline_connection(&path)?;
                     let mut tally = Tally { transfers: 0, latencies_us: Vec::new(), retries: 0 };
                     while Instant::now() < deadline {
-                        let batch: Vec<NewTransfer> = (0..workload.batch())
-                            .map(|_| random_transfer(&ids, &setup, workload == Workload::Hot))
-                            .collect();
+                        let batch = request(&ids, &setup, workload);
                         let sent = Instant::now();
                         for transfer in &batch {
                             loop {
@@ -489,9 +480,7 @@ async fn run_baseline(
                     let mut baseline = PostgresBaseline::connect(&raw_url).await?;
                     let mut tally = Tally { transfers: 0, latencies_us: Vec::new(), retries: 0 };
                     while Instant::now() < deadline {
-                        let batch: Vec<NewTransfer> = (0..workload.batch())
-                            .map(|_| random_transfer(&ids, &setup, workload == Workload::Hot))
-                            .collect();
+                        let batch = request(&ids, &setup, workload);
                         let sent = Instant::now();
                         for transfer in &batch {
                             let mut attempts = 0;

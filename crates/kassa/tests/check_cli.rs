@@ -46,16 +46,9 @@ fn describe(output: &Output) -> String {
 
 fn transfer(id: u128, debit: AccountId, credit: AccountId, minor: i64, kind: TransferKind) -> NewTransfer {
     NewTransfer {
-        id: TransferId(id),
-        debit_account: debit,
-        credit_account: credit,
-        amount: Amount::from_minor(minor),
-        currency: Currency::EUR,
         kind,
-        op: TransferOp::Single,
-        linked: false,
-        bank_debit: false,
         description: "check_cli".to_owned(),
+        ..NewTransfer::single(TransferId(id), debit, credit, Amount::from_minor(minor), Currency::EUR)
     }
 }
 
