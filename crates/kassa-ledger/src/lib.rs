@@ -18,7 +18,7 @@ use kassa_core::ledger::{
     TransferOutcome,
 };
 use kassa_core::{AccountId, Amount, TransferId};
-use kassa_store::{CheckReport, LedgerStore, StoreError, now_us};
+use kassa_store::{AuditDraft, CheckReport, LedgerStore, StoreError, now_us};
 use tokio::sync::{mpsc, oneshot};
 
 /// Bounds of the group-commit writer.
@@ -79,6 +79,7 @@ impl LedgerError {
 
 struct Job {
     transfers: Vec<NewTransfer>,
+    audit: Option<AuditDraft>,
     reply: oneshot::Sender<Result<Vec<TransferOutcome>, Arc<StoreError>>>,
 }
 
@@ -139,6 +140,16 @@ impl Ledger {
     /// Submits one request (a single transfer, or several, possibly linked)
     /// and waits until its batch is durable. Outcomes are in request order.
     pub async fn submit(&self, transfers: Vec<NewTransfer>) -> Result<Vec<TransferOutcome>, LedgerError> {
+        self.submit_journaled(transfers, None).await
+    }
+
+    /// [`Ledger::submit`], also journaling `audit` in the batch's own
+    /// database transaction, with the request's outcome filled in.
+    pub async fn submit_journaled(
+        &self,
+        transfers: Vec<NewTransfer>,
+        audit: Option<AuditDraft>,
+    ) -> Result<Vec<TransferOutcome>, LedgerError> {
         if transfers.is_empty() {
             return Err(LedgerError::EmptyRequest);
         }
@@ -146,7 +157,7 @@ impl Ledger {
             return Err(LedgerError::TooManyTransfers);
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { transfers, reply }).await.map_err(|_| LedgerError::ShuttingDown)?;
+        self.queue.send(Job { transfers, audit, reply }).await.map_err(|_| LedgerError::ShuttingDown)?;
         match answer.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(error)) => Err(LedgerError::Store(StoreError::clone(&error))),
@@ -404,12 +415,23 @@ async fn writer(
         }
         drop(receiver);
         previous_jobs = jobs.len();
-        let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|job| (job.transfers, job.reply)).unzip();
+        let mut journal = Vec::with_capacity(jobs.len());
+        let (requests, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| {
+                journal.push(job.audit);
+                (job.transfers, job.reply)
+            })
+            .unzip();
+        // Batches without a journaled request skip the journal entirely.
+        if journal.iter().all(Option::is_none) {
+            journal.clear();
+        }
         let started = std::time::Instant::now();
         // Released when this scope ends, even if the task is cancelled
         // mid-apply, so a claim can never be left behind.
         let claim = Claim { in_flight: &in_flight, accounts: &accounts };
-        let result = store.apply(requests, now_us()).await;
+        let result = store.apply_journaled(requests, journal, now_us()).await;
         drop(claim);
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.batches.fetch_add(1, Relaxed);

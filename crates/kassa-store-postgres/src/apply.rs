@@ -101,6 +101,8 @@ impl Needs {
 pub(crate) async fn apply(
     pool: &Pool,
     requests: &[Vec<NewTransfer>],
+    journal: &[Option<kassa_store::AuditDraft>],
+    chain: Option<i64>,
     now_us: i64,
 ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
     let needs = Needs::of(requests)?;
@@ -111,7 +113,20 @@ pub(crate) async fn apply(
     let mut last_conflict = String::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let tx = client.transaction().await.map_err(|error| db_error("starting the batch transaction", &error))?;
-        let failed = match run(&tx, requests, &needs, now_us).await {
+        let ran = match run(&tx, requests, &needs, now_us).await {
+            Ok(outcomes) => match chain {
+                Some(chain) => {
+                    let events = kassa_store::journal_with_outcomes(journal.to_vec(), &outcomes);
+                    crate::sqltx::append_async(&tx, chain, now_us, &events)
+                        .await
+                        .map(|()| outcomes)
+                        .map_err(failure("journaling the batch"))
+                }
+                None => Ok(outcomes),
+            },
+            Err(failed) => Err(failed),
+        };
+        let failed = match ran {
             Ok(outcomes) => match tx.commit().await {
                 Ok(()) => return Ok(outcomes),
                 Err(error) if is_unavailable(&error) => {

@@ -11,6 +11,7 @@ mod check;
 mod error;
 mod migrate;
 mod rows;
+mod sqltx;
 
 use std::fmt;
 use std::time::Duration;
@@ -43,8 +44,10 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCOUNT_NUMBER_CONSTRAINT: &str = "accounts_number_key";
 
 /// The PostgreSQL ledger store: a pool of connections to one database.
+#[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    chains: std::sync::Arc<sqltx::Chains>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -81,7 +84,7 @@ impl PostgresStore {
             .build()
             .map_err(|error| StoreError::Unavailable(format!("could not build the PostgreSQL pool: {error}")))?;
         migrate::run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, chains: Default::default() })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -284,12 +287,14 @@ impl LedgerStore for PostgresStore {
         .await
     }
 
-    async fn apply(
+    async fn apply_journaled(
         &self,
         requests: Vec<Vec<NewTransfer>>,
+        journal: Vec<Option<kassa_store::AuditDraft>>,
         now_us: i64,
     ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
-        apply::apply(&self.pool, &requests, now_us).await
+        let chain = if journal.iter().any(Option::is_some) { Some(self.chain().await?) } else { None };
+        apply::apply(&self.pool, &requests, &journal, chain, now_us).await
     }
 
     async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {

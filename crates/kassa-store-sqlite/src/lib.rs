@@ -12,7 +12,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+mod sqltx;
 
 use async_trait::async_trait;
 use kassa_core::ledger::{
@@ -23,7 +25,10 @@ use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_store::{AccountCheckRow, BadTransfer, CheckInputs, LedgerStore, StoreError, Totals};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_bank.sql")),
+];
 
 const ACCOUNT_COLUMNS: &str = "id, number, owner_id, currency, kind, status, credit_limit, debits_posted, \
      credits_posted, debits_pending, credits_pending, bank_overdraft, last_seq, created_at_us";
@@ -54,6 +59,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// This process's audit chain, created on the first journaled write.
+    chain: OnceLock<i64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -406,7 +413,7 @@ impl SqliteStore {
             let mut writer = open_connection(&path, WRITER_CACHE_KIB)?;
             migrate(&mut writer)?;
             Ok(SqliteStore {
-                inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+                inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), chain: OnceLock::new() }),
             })
         })
         .await
@@ -570,14 +577,21 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn apply(
+    async fn apply_journaled(
         &self,
         requests: Vec<Vec<NewTransfer>>,
+        journal: Vec<Option<kassa_store::AuditDraft>>,
         now_us: i64,
     ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
+        let store = self.clone();
         self.write(move |connection| {
+            let chain = if journal.iter().any(Option::is_some) { Some(sqltx::ensure_chain(&store, connection)?) } else { None };
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
             let outcomes = apply_in_transaction(&transaction, &requests, now_us).map_err(db_error)?;
+            if let Some(chain) = chain {
+                let events = kassa_store::journal_with_outcomes(journal, &outcomes);
+                kassa_store::audit::append(&mut sqltx::SqliteTx { connection: &transaction, chain: Some(chain) }, chain, now_us, &events)?;
+            }
             transaction.commit().map_err(db_error)?;
             Ok(outcomes)
         })

@@ -11,8 +11,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+pub use audit::AuditDraft;
 use kassa_core::ledger::{Account, AccountError, AccountStatus, NewAccount, NewTransfer, Transfer, TransferOutcome};
 use kassa_core::{AccountId, Amount, TransferId};
+
+pub mod audit;
+pub mod sql;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +103,20 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn apply(
         &self,
         requests: Vec<Vec<NewTransfer>>,
+        now_us: i64,
+    ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
+        self.apply_journaled(requests, Vec::new(), now_us).await
+    }
+
+    /// [`LedgerStore::apply`], also appending to the audit journal, in the
+    /// same transaction, one event for each request that has a draft
+    /// (`journal[i]` belongs to `requests[i]`; a shorter list means no
+    /// events for the rest). The store fills in each event's outcome: `ok`,
+    /// or the code of the request's first failed transfer.
+    async fn apply_journaled(
+        &self,
+        requests: Vec<Vec<NewTransfer>>,
+        journal: Vec<Option<AuditDraft>>,
         now_us: i64,
     ) -> Result<Vec<Vec<TransferOutcome>>, StoreError>;
 
@@ -348,4 +366,25 @@ mod tests {
             assert!(error.contains("sqlite"), "{error}");
         }
     }
+}
+
+/// The journal entries of a batch with their outcomes filled in: `ok`, or
+/// the code of the request's first failed transfer. Both engines use it.
+pub fn journal_with_outcomes(
+    journal: Vec<Option<AuditDraft>>,
+    outcomes: &[Vec<TransferOutcome>],
+) -> Vec<AuditDraft> {
+    journal
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(draft, outcome)| {
+            let mut draft = draft?;
+            draft.outcome = outcome
+                .iter()
+                .find_map(|result| result.as_ref().err().map(|error| error.code()))
+                .unwrap_or("ok")
+                .to_owned();
+            Some(draft)
+        })
+        .collect()
 }

@@ -1,0 +1,302 @@
+//! The portable SQL boundary ([`kassa_store::sql`]) on PostgreSQL.
+//!
+//! The services' work is synchronous, so it runs on a blocking thread that
+//! drives the pooled async connection with `Handle::block_on` statement by
+//! statement (allowed there: a blocking thread is not a runtime worker).
+//! Transactions are READ COMMITTED; work that must not race locks its rows
+//! first (`UPDATE … SET version = version + 1`), and a deadlock or
+//! serialization failure re-runs the whole closure.
+
+use std::error::Error;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use kassa_store::sql::{Database, Row, Tx, TxEnd, TxWork, Value};
+use kassa_store::{AuditDraft, StoreError};
+use tokio::runtime::Handle;
+use tokio::sync::OnceCell;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::PostgresStore;
+use crate::error::{db_error, pool_error};
+
+/// How many audit chains one process appends to, so that concurrent
+/// requests seldom wait for each other's chain lock.
+pub(crate) const CHAINS_PER_PROCESS: usize = 8;
+const MAX_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, Default)]
+pub(crate) struct Chains {
+    ids: OnceCell<Vec<i64>>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(value) => match *ty {
+                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
+                Type::BOOL => (*value != 0).to_sql(ty, out),
+                _ => value.to_sql(ty, out),
+            },
+            Value::Text(value) => value.to_sql(ty, out),
+            Value::Blob(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn read_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let bad = |error: tokio_postgres::Error| StoreError::Corrupt(format!("column {}: {error}", column.name()));
+        let value = match *column.type_() {
+            Type::INT2 => row.try_get::<_, Option<i16>>(index).map_err(bad)?.map(i64::from).into(),
+            Type::INT4 => row.try_get::<_, Option<i32>>(index).map_err(bad)?.map(i64::from).into(),
+            Type::INT8 => row.try_get::<_, Option<i64>>(index).map_err(bad)?.into(),
+            Type::BOOL => row.try_get::<_, Option<bool>>(index).map_err(bad)?.map(i64::from).into(),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index).map_err(bad)?.into(),
+            Type::UUID => row.try_get::<_, Option<uuid::Uuid>>(index).map_err(bad)?.map(|id| id.as_bytes().to_vec()).into(),
+            _ => row.try_get::<_, Option<String>>(index).map_err(bad)?.into(),
+        };
+        values.push(value);
+    }
+    Ok(Row(values))
+}
+
+struct PgTx<'a, 'c> {
+    handle: &'a Handle,
+    tx: &'a deadpool_postgres::Transaction<'c>,
+    chain: Option<i64>,
+}
+
+impl PgTx<'_, '_> {
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        f: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>, &tokio_postgres::Statement, &[&(dyn ToSql + Sync)]) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let tx = self.tx;
+        self.handle.block_on(async move {
+            let statement = tx.prepare_cached(sql).await.map_err(|error| db_error("preparing a statement", &error))?;
+            let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|param| param as &(dyn ToSql + Sync)).collect();
+            f(tx, &statement, &refs).await.map_err(|error| statement_error(&error))
+        })
+    }
+}
+
+/// Serialization failures and deadlocks are marked so the engine re-runs
+/// the work; every other error is reported as it is.
+fn statement_error(error: &tokio_postgres::Error) -> StoreError {
+    if error
+        .code()
+        .is_some_and(|code| *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
+    {
+        return StoreError::Unavailable(format!("{RETRY_MARK}{}", crate::error::describe(error)));
+    }
+    if let Some(db) = error.as_db_error()
+        && *db.code() == SqlState::UNIQUE_VIOLATION
+    {
+        return StoreError::Database(format!(
+            "unique violation on {}: {}",
+            db.constraint().unwrap_or("?"),
+            crate::error::describe(error)
+        ));
+    }
+    db_error("running a statement", error)
+}
+
+const RETRY_MARK: &str = "transaction conflict, retry: ";
+
+fn is_retry(end: &TxEnd) -> bool {
+    matches!(end, TxEnd::Store(StoreError::Unavailable(message)) if message.starts_with(RETRY_MARK))
+}
+
+impl Tx for PgTx<'_, '_> {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        self.run(sql, params, async |tx, statement, refs| tx.execute(statement, refs).await)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.run(sql, params, async |tx, statement, refs| tx.query(statement, refs).await)?;
+        rows.iter().map(read_row).collect()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn audit_chain(&self) -> Option<i64> {
+        self.chain
+    }
+}
+
+impl PostgresStore {
+    /// This process's audit chains, created on first use.
+    pub(crate) async fn chain(&self) -> Result<i64, StoreError> {
+        let ids = self
+            .chains
+            .ids
+            .get_or_try_init(|| async {
+                let mut client = self.pool.get().await.map_err(pool_error)?;
+                let tx = client.transaction().await.map_err(|error| db_error("opening audit chains", &error))?;
+                let mut ids = Vec::with_capacity(CHAINS_PER_PROCESS);
+                let node = format!("postgres pid {}", std::process::id());
+                for _ in 0..CHAINS_PER_PROCESS {
+                    let row = tx
+                        .query_one(
+                            "INSERT INTO audit_chains (node, created_at_us, head_seq, head_hash) \
+                             VALUES ($1, $2, 0, '') RETURNING id",
+                            &[&node, &kassa_store::now_us()],
+                        )
+                        .await
+                        .map_err(|error| db_error("opening audit chains", &error))?;
+                    let id: i64 = row.get(0);
+                    tx.execute(
+                        "UPDATE audit_chains SET head_hash = $2 WHERE id = $1",
+                        &[&id, &kassa_store::audit::genesis_hash(id)],
+                    )
+                    .await
+                    .map_err(|error| db_error("opening audit chains", &error))?;
+                    ids.push(id);
+                }
+                tx.commit().await.map_err(|error| db_error("opening audit chains", &error))?;
+                Ok::<_, StoreError>(ids)
+            })
+            .await?;
+        let index = self.chains.next.fetch_add(1, Ordering::Relaxed) % ids.len().max(1);
+        ids.get(index).copied().ok_or_else(|| StoreError::Database("no audit chain".into()))
+    }
+}
+
+/// Appends journal events inside the ledger's batch transaction (async, as
+/// the batch is): the chain row is locked by the first statement.
+pub(crate) async fn append_async(
+    tx: &deadpool_postgres::Transaction<'_>,
+    chain_id: i64,
+    at_us: i64,
+    drafts: &[AuditDraft],
+) -> Result<(), tokio_postgres::Error> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
+    let head = tx
+        .query_one(
+            "UPDATE audit_chains SET head_seq = head_seq + $2 WHERE id = $1 RETURNING head_seq, head_hash",
+            &[&chain_id, &count],
+        )
+        .await?;
+    let mut seq: i64 = head.get::<_, i64>(0) - count;
+    let mut prev: Vec<u8> = head.get(1);
+    let mut columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut more: (Vec<Option<i64>>, Vec<&str>, Vec<&str>, Vec<Vec<u8>>, Vec<Vec<u8>>) = Default::default();
+    for draft in drafts {
+        seq += 1;
+        let hash = kassa_store::audit::event_hash(&prev, chain_id, seq, at_us, draft);
+        columns.0.push(seq);
+        columns.1.push(&draft.actor);
+        columns.2.push(&draft.role);
+        columns.3.push(&draft.action);
+        columns.4.push(&draft.subject);
+        columns.5.push(&draft.origin);
+        more.0.push(draft.clock);
+        more.1.push(&draft.outcome);
+        more.2.push(&draft.detail);
+        more.3.push(std::mem::replace(&mut prev, hash.clone()));
+        more.4.push(hash);
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (chain_id, chain_seq, at_us, actor, role, action, subject, origin, clock, \
+             outcome, detail, prev_hash, hash) \
+             SELECT $1, s, $2, a, r, ac, su, o, c, ou, d, p, h FROM unnest($3::bigint[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bytea[], $13::bytea[]) \
+             AS u(s, a, r, ac, su, o, c, ou, d, p, h)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[&chain_id, &at_us, &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5, &more.0, &more.1, &more.2, &more.3, &more.4],
+    )
+    .await?;
+    tx.execute("UPDATE audit_chains SET head_hash = $2 WHERE id = $1", &[&chain_id, &prev]).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Database for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn write_boxed(&self, mut work: TxWork) -> Result<(), TxEnd> {
+        let chain = self.chain().await?;
+        let pool = self.pool.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let tx = handle
+                    .block_on(client.transaction())
+                    .map_err(|error| db_error("starting a transaction", &error))?;
+                let ended = work(&mut PgTx { handle: &handle, tx: &tx, chain: Some(chain) });
+                let ended = match ended {
+                    Ok(()) => handle.block_on(tx.commit()).map_err(|error| TxEnd::Store(statement_error(&error))),
+                    Err(end) => {
+                        // A failed rollback leaves the connection unusable;
+                        // dropping the transaction closes it cleanly enough.
+                        let _ = handle.block_on(tx.rollback());
+                        Err(end)
+                    }
+                };
+                match ended {
+                    Err(end) if is_retry(&end) && attempt < MAX_ATTEMPTS => {
+                        std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt)));
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|error| TxEnd::Store(StoreError::Database(format!("the database thread failed: {error}"))))?
+    }
+
+    async fn read_boxed(&self, mut work: TxWork) -> Result<(), TxEnd> {
+        let pool = self.pool.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut client = handle.block_on(pool.get()).map_err(pool_error)?;
+            let tx = handle
+                .block_on(
+                    client
+                        .build_transaction()
+                        .read_only(true)
+                        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                        .start(),
+                )
+                .map_err(|error| db_error("starting a read transaction", &error))?;
+            let ended = work(&mut PgTx { handle: &handle, tx: &tx, chain: None });
+            let _ = handle.block_on(tx.rollback());
+            ended
+        })
+        .await
+        .map_err(|error| TxEnd::Store(StoreError::Database(format!("the database thread failed: {error}"))))?
+    }
+}
