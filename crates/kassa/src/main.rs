@@ -12,6 +12,8 @@ use kassa_store::{DatabaseUrl, LedgerStore};
 mod bench;
 mod check;
 mod dev;
+mod config;
+mod datadir;
 
 #[derive(Debug, Parser)]
 #[command(name = "kassa", version, about = "A banking and payments server: a double-entry ledger with exact money.")]

@@ -1,0 +1,4 @@
+//! Kassa's application services.
+pub mod country;
+pub mod crypto;
+pub mod settings;
