@@ -33,6 +33,7 @@ CREATE TABLE staff (
     password_hash TEXT    NOT NULL,
     must_change_password BIGINT NOT NULL DEFAULT 0 CHECK (must_change_password IN (0, 1)),
     totp_secret   BYTEA,
+    totp_last_step BIGINT NOT NULL DEFAULT 0,
     created_at_us BIGINT NOT NULL,
     last_login_at_us BIGINT,
     version       BIGINT NOT NULL DEFAULT 0

@@ -68,7 +68,9 @@ fn read_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
             Type::INT8 => row.try_get::<_, Option<i64>>(index).map_err(bad)?.into(),
             Type::BOOL => row.try_get::<_, Option<bool>>(index).map_err(bad)?.map(i64::from).into(),
             Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index).map_err(bad)?.into(),
-            Type::UUID => row.try_get::<_, Option<uuid::Uuid>>(index).map_err(bad)?.map(|id| id.as_bytes().to_vec()).into(),
+            Type::UUID => {
+                row.try_get::<_, Option<uuid::Uuid>>(index).map_err(bad)?.map(|id| id.as_bytes().to_vec()).into()
+            }
             _ => row.try_get::<_, Option<String>>(index).map_err(bad)?.into(),
         };
         values.push(value);
@@ -87,7 +89,11 @@ impl PgTx<'_, '_> {
         &mut self,
         sql: &str,
         params: &[Value],
-        f: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>, &tokio_postgres::Statement, &[&(dyn ToSql + Sync)]) -> Result<T, tokio_postgres::Error>,
+        f: impl AsyncFnOnce(
+            &deadpool_postgres::Transaction<'_>,
+            &tokio_postgres::Statement,
+            &[&(dyn ToSql + Sync)],
+        ) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let tx = self.tx;
         self.handle.block_on(async move {
@@ -203,23 +209,22 @@ pub(crate) async fn append_async(
         .await?;
     let mut seq: i64 = head.get::<_, i64>(0) - count;
     let mut prev: Vec<u8> = head.get(1);
-    let mut columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-    let mut more: (Vec<Option<i64>>, Vec<&str>, Vec<&str>, Vec<Vec<u8>>, Vec<Vec<u8>>) = Default::default();
+    let mut seqs: Vec<i64> = Vec::with_capacity(drafts.len());
+    let mut clocks: Vec<Option<i64>> = Vec::with_capacity(drafts.len());
+    let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(drafts.len());
+    let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(drafts.len());
     for draft in drafts {
         seq += 1;
         let hash = kassa_store::audit::event_hash(&prev, chain_id, seq, at_us, draft);
-        columns.0.push(seq);
-        columns.1.push(&draft.actor);
-        columns.2.push(&draft.role);
-        columns.3.push(&draft.action);
-        columns.4.push(&draft.subject);
-        columns.5.push(&draft.origin);
-        more.0.push(draft.clock);
-        more.1.push(&draft.outcome);
-        more.2.push(&draft.detail);
-        more.3.push(std::mem::replace(&mut prev, hash.clone()));
-        more.4.push(hash);
+        seqs.push(seq);
+        clocks.push(draft.clock);
+        prevs.push(std::mem::replace(&mut prev, hash.clone()));
+        hashes.push(hash);
     }
+    let text = |field: fn(&AuditDraft) -> &str| drafts.iter().map(field).collect::<Vec<&str>>();
+    let (actors, roles, actions) = (text(|d| &d.actor), text(|d| &d.role), text(|d| &d.action));
+    let (subjects, origins, outcomes, details) =
+        (text(|d| &d.subject), text(|d| &d.origin), text(|d| &d.outcome), text(|d| &d.detail));
     let statement = tx
         .prepare_cached(
             "INSERT INTO audit_events (chain_id, chain_seq, at_us, actor, role, action, subject, origin, clock, \
@@ -231,7 +236,10 @@ pub(crate) async fn append_async(
         .await?;
     tx.execute(
         &statement,
-        &[&chain_id, &at_us, &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5, &more.0, &more.1, &more.2, &more.3, &more.4],
+        &[
+            &chain_id, &at_us, &seqs, &actors, &roles, &actions, &subjects, &origins, &clocks, &outcomes, &details,
+            &prevs, &hashes,
+        ],
     )
     .await?;
     tx.execute("UPDATE audit_chains SET head_hash = $2 WHERE id = $1", &[&chain_id, &prev]).await?;

@@ -34,6 +34,8 @@ CREATE TABLE staff (
     password_hash TEXT    NOT NULL,
     must_change_password INTEGER NOT NULL DEFAULT 0 CHECK (must_change_password IN (0, 1)),
     totp_secret   BLOB,
+    -- The last TOTP time step accepted, so a code cannot be replayed.
+    totp_last_step INTEGER NOT NULL DEFAULT 0,
     created_at_us INTEGER NOT NULL,
     last_login_at_us INTEGER,
     version       INTEGER NOT NULL DEFAULT 0

@@ -25,10 +25,8 @@ use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_store::{AccountCheckRow, BadTransfer, CheckInputs, LedgerStore, StoreError, Totals};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_ledger.sql")),
-    (2, include_str!("../migrations/0002_bank.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/0001_ledger.sql")), (2, include_str!("../migrations/0002_bank.sql"))];
 
 const ACCOUNT_COLUMNS: &str = "id, number, owner_id, currency, kind, status, credit_limit, debits_posted, \
      credits_posted, debits_pending, credits_pending, bank_overdraft, last_seq, created_at_us";
@@ -413,7 +411,12 @@ impl SqliteStore {
             let mut writer = open_connection(&path, WRITER_CACHE_KIB)?;
             migrate(&mut writer)?;
             Ok(SqliteStore {
-                inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), chain: OnceLock::new() }),
+                inner: Arc::new(Inner {
+                    path,
+                    writer: Mutex::new(writer),
+                    readers: Mutex::new(Vec::new()),
+                    chain: OnceLock::new(),
+                }),
             })
         })
         .await
@@ -585,12 +588,18 @@ impl LedgerStore for SqliteStore {
     ) -> Result<Vec<Vec<TransferOutcome>>, StoreError> {
         let store = self.clone();
         self.write(move |connection| {
-            let chain = if journal.iter().any(Option::is_some) { Some(sqltx::ensure_chain(&store, connection)?) } else { None };
+            let chain =
+                if journal.iter().any(Option::is_some) { Some(sqltx::ensure_chain(&store, connection)?) } else { None };
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
             let outcomes = apply_in_transaction(&transaction, &requests, now_us).map_err(db_error)?;
             if let Some(chain) = chain {
                 let events = kassa_store::journal_with_outcomes(journal, &outcomes);
-                kassa_store::audit::append(&mut sqltx::SqliteTx { connection: &transaction, chain: Some(chain) }, chain, now_us, &events)?;
+                kassa_store::audit::append(
+                    &mut sqltx::SqliteTx { connection: &transaction, chain: Some(chain) },
+                    chain,
+                    now_us,
+                    &events,
+                )?;
             }
             transaction.commit().map_err(db_error)?;
             Ok(outcomes)

@@ -115,7 +115,10 @@ pub fn open_chain(tx: &mut dyn Tx, node: &str, now_us: i64) -> Result<i64, Store
         &[Value::from(node), Value::Int(now_us), Value::Blob(Vec::new())],
     )?;
     let id = row.int(0)?;
-    tx.execute("UPDATE audit_chains SET head_hash = $2 WHERE id = $1", &[Value::Int(id), Value::Blob(genesis_hash(id))])?;
+    tx.execute(
+        "UPDATE audit_chains SET head_hash = $2 WHERE id = $1",
+        &[Value::Int(id), Value::Blob(genesis_hash(id))],
+    )?;
     Ok(id)
 }
 
@@ -265,7 +268,10 @@ pub fn verify(tx: &mut dyn Tx) -> Result<AuditReport, StoreError> {
                 chain_id,
                 chain_seq: last_seq + 1,
                 event_id: None,
-                problem: format!("events #{}..#{head_seq} are missing: the anchored head is #{head_seq} (deleted)", last_seq + 1),
+                problem: format!(
+                    "events #{}..#{head_seq} are missing: the anchored head is #{head_seq} (deleted)",
+                    last_seq + 1
+                ),
             });
         } else if last_seq > head_seq {
             report.problems.push(AuditProblem {

@@ -349,6 +349,24 @@ pub fn now_us() -> i64 {
     i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The journal entries of a batch with their outcomes filled in: `ok`, or
+/// the code of the request's first failed transfer. Both engines use it.
+pub fn journal_with_outcomes(journal: Vec<Option<AuditDraft>>, outcomes: &[Vec<TransferOutcome>]) -> Vec<AuditDraft> {
+    journal
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(draft, outcome)| {
+            let mut draft = draft?;
+            draft.outcome = outcome
+                .iter()
+                .find_map(|result| result.as_ref().err().map(|error| error.code()))
+                .unwrap_or("ok")
+                .to_owned();
+            Some(draft)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test code: a failure should stop the test")]
 mod tests {
@@ -366,25 +384,4 @@ mod tests {
             assert!(error.contains("sqlite"), "{error}");
         }
     }
-}
-
-/// The journal entries of a batch with their outcomes filled in: `ok`, or
-/// the code of the request's first failed transfer. Both engines use it.
-pub fn journal_with_outcomes(
-    journal: Vec<Option<AuditDraft>>,
-    outcomes: &[Vec<TransferOutcome>],
-) -> Vec<AuditDraft> {
-    journal
-        .into_iter()
-        .zip(outcomes)
-        .filter_map(|(draft, outcome)| {
-            let mut draft = draft?;
-            draft.outcome = outcome
-                .iter()
-                .find_map(|result| result.as_ref().err().map(|error| error.code()))
-                .unwrap_or("ok")
-                .to_owned();
-            Some(draft)
-        })
-        .collect()
 }

@@ -132,7 +132,6 @@ pub trait Tx {
     /// The audit chain this write transaction appends to; `None` in a read.
     fn audit_chain(&self) -> Option<i64>;
 
-
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }

@@ -1,1 +1,883 @@
-//! placeholder
+//! The server's configuration, in layers: defaults in code, then a TOML file
+//! (`--config FILE`, else `./kassa.toml` when it exists), then `KASSA_*`
+//! environment variables, then command-line flags. The flags are applied by
+//! the caller, by assigning the public fields after [`Config::load`] and
+//! before [`Config::validate`].
+//!
+//! Every setting is documented, with its default, in [`DEFAULT_TOML`], which
+//! `kassa config default` prints; a test keeps that text equal to
+//! `Config::default()` so the two never drift apart.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context as _, anyhow, bail};
+use kassa_service::settings::{BankIdentity, SecretBytes, Settings};
+
+/// The file read when no `--config` is given, relative to the working
+/// directory; its absence is not an error.
+pub const DEFAULT_CONFIG_FILE: &str = "kassa.toml";
+
+/// Country profiles the server knows (validation rules, IBAN format).
+pub const KNOWN_COUNTRIES: &[&str] = &["BY", "UA"];
+
+/// The bounds on an access token's lifetime. The upper bound is the
+/// "at most 15 minutes" rule: a stolen access token cannot be revoked, so
+/// its life must be short; the lower bound keeps clients from refreshing
+/// in a loop.
+pub const ACCESS_TOKEN_TTL_MIN_S: i64 = 60;
+pub const ACCESS_TOKEN_TTL_MAX_S: i64 = 15 * 60;
+/// The longest a session (and its refresh tokens) may live: one year.
+pub const SESSION_TTL_MAX_S: i64 = 365 * 24 * 3600;
+/// Bounds on the largest request body the HTTP server accepts.
+pub const REQUEST_BODY_MIN_BYTES: usize = 1024;
+pub const REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// The most accounts a bank may let one customer hold.
+pub const ACCOUNTS_PER_CUSTOMER_LIMIT: u32 = 1000;
+
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory: SQLite database, TLS material, secrets.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; `None` means
+    /// `sqlite://<data_dir>/kassa.db` (see [`Config::database_url`]).
+    pub database_url: Option<String>,
+    /// The HTTP (API and web pages) listen address.
+    pub listen: String,
+    /// The terminal (ATM) protocol listen address; always TLS.
+    pub terminal_listen: String,
+    /// Serve HTTPS with `<data_dir>/tls/cert.pem` instead of plain HTTP.
+    pub https: bool,
+    /// The server sits behind a reverse proxy that terminates TLS.
+    pub behind_proxy: bool,
+    /// IP addresses whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<String>,
+    pub bank: BankSection,
+    pub auth: AuthSection,
+    pub limits: LimitsSection,
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./kassa-data"),
+            database_url: None,
+            listen: "127.0.0.1:8080".into(),
+            terminal_listen: "127.0.0.1:7443".into(),
+            https: false,
+            behind_proxy: false,
+            trusted_proxies: Vec::new(),
+            bank: BankSection::default(),
+            auth: AuthSection::default(),
+            limits: LimitsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// Written by hand so that the database URL's password never reaches a log.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Config {
+            data_dir,
+            database_url,
+            listen,
+            terminal_listen,
+            https,
+            behind_proxy,
+            trusted_proxies,
+            bank,
+            auth,
+            limits,
+            log,
+        } = self;
+        f.debug_struct("Config")
+            .field("data_dir", data_dir)
+            .field("database_url", &database_url.as_deref().map(redact_url))
+            .field("listen", listen)
+            .field("terminal_listen", terminal_listen)
+            .field("https", https)
+            .field("behind_proxy", behind_proxy)
+            .field("trusted_proxies", trusted_proxies)
+            .field("bank", bank)
+            .field("auth", auth)
+            .field("limits", limits)
+            .field("log", log)
+            .finish()
+    }
+}
+
+/// The bank's identity; converts into [`BankIdentity`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BankSection {
+    pub name: String,
+    pub address: String,
+    pub phone: String,
+    pub country: String,
+    pub timezone: String,
+    pub bank_code: String,
+}
+
+impl Default for BankSection {
+    fn default() -> BankSection {
+        BankSection::from(BankIdentity::default())
+    }
+}
+
+impl From<BankIdentity> for BankSection {
+    fn from(bank: BankIdentity) -> BankSection {
+        let BankIdentity { name, address, phone, country, timezone, bank_code } = bank;
+        BankSection { name, address, phone, country, timezone, bank_code }
+    }
+}
+
+impl From<BankSection> for BankIdentity {
+    fn from(bank: BankSection) -> BankIdentity {
+        let BankSection { name, address, phone, country, timezone, bank_code } = bank;
+        BankIdentity { name, address, phone, country, timezone, bank_code }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub access_token_ttl_s: i64,
+    pub session_ttl_s: i64,
+    /// The token-signing key's file; `None` means `<data_dir>/secrets/token.key`,
+    /// created on first start.
+    pub token_key_file: Option<PathBuf>,
+    pub login_failures_free: u32,
+    pub login_throttle_max_s: i64,
+    pub address_failures_max: u32,
+    pub address_window_s: i64,
+}
+
+impl Default for AuthSection {
+    fn default() -> AuthSection {
+        AuthSection {
+            access_token_ttl_s: 900,
+            session_ttl_s: 30 * 24 * 3600,
+            token_key_file: None,
+            login_failures_free: 5,
+            login_throttle_max_s: 900,
+            address_failures_max: 100,
+            address_window_s: 600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub accounts_per_customer_max: u32,
+    pub request_body_max_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> LimitsSection {
+        LimitsSection { accounts_per_customer_max: 8, request_body_max_bytes: 64 * 1024 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: a level (`info`) or directives (`kassa=debug,info`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> LogSection {
+        LogSection { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// How log lines are written: for people, or one JSON object per line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(value: &str) -> anyhow::Result<LogFormat> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => bail!("expected \"text\" or \"json\", got {value:?}"),
+        }
+    }
+}
+
+/// Every `KASSA_*` variable the configuration reads, in the order applied.
+/// The `_FILE` forms are handled separately (see [`SECRET_FILES`]).
+const ENV_NAMES: &[&str] = &[
+    "KASSA_DATA_DIR",
+    "KASSA_DATABASE_URL",
+    "KASSA_LISTEN",
+    "KASSA_TERMINAL_LISTEN",
+    "KASSA_HTTPS",
+    "KASSA_BEHIND_PROXY",
+    "KASSA_TRUSTED_PROXIES",
+    "KASSA_BANK_NAME",
+    "KASSA_BANK_ADDRESS",
+    "KASSA_BANK_PHONE",
+    "KASSA_BANK_COUNTRY",
+    "KASSA_BANK_TIMEZONE",
+    "KASSA_BANK_CODE",
+    "KASSA_ACCESS_TOKEN_TTL_S",
+    "KASSA_SESSION_TTL_S",
+    "KASSA_LOGIN_FAILURES_FREE",
+    "KASSA_LOGIN_THROTTLE_MAX_S",
+    "KASSA_ADDRESS_FAILURES_MAX",
+    "KASSA_ADDRESS_WINDOW_S",
+    "KASSA_ACCOUNTS_PER_CUSTOMER_MAX",
+    "KASSA_REQUEST_BODY_MAX_BYTES",
+    "KASSA_LOG_LEVEL",
+    "KASSA_LOG_FORMAT",
+];
+
+/// Secrets that may come from a file named by a `_FILE` variable, so they
+/// need not sit in the process environment. `KASSA_DATABASE_URL_FILE` names a
+/// file holding the URL; `KASSA_TOKEN_KEY_FILE` names the token-signing key's
+/// file, which is read later by `DataDir::token_key` (the key is binary-ish
+/// and has its own format rules there).
+const SECRET_FILES: &[&str] = &["KASSA_DATABASE_URL_FILE", "KASSA_TOKEN_KEY_FILE"];
+
+impl Config {
+    /// Reads the layers below the command line: defaults, then the file
+    /// (`path` if given, which must exist; else `./kassa.toml` if it exists),
+    /// then the `KASSA_*` variables in `env`. `env` is a parameter so that
+    /// tests need not touch the process environment; the server passes
+    /// [`process_env`]. Variables starting `KASSA_` that name no setting are
+    /// ignored (other tools share the prefix). Does not validate: apply the
+    /// flags, then call [`Config::validate`].
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut config = match path {
+            Some(path) => Config::from_file(path)?,
+            None => {
+                let path = Path::new(DEFAULT_CONFIG_FILE);
+                if path.exists() { Config::from_file(path)? } else { Config::default() }
+            }
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Parses one configuration file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the configuration file {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("in the configuration file {}", path.display()))
+    }
+
+    /// Parses TOML text over the defaults; unknown keys are refused, so a
+    /// misspelt setting is an error rather than silently ignored.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        // toml's message names the key and quotes the line; keep it whole.
+        toml::from_str(text).map_err(|error| anyhow!("{error}"))
+    }
+
+    /// Applies the `KASSA_*` layer over `self`.
+    pub fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+        // An empty variable counts as unset, as `KASSA_X=` in a compose file
+        // or a shell usually means "not configured here".
+        let env: HashMap<String, String> =
+            env.into_iter().filter(|(key, value)| key.starts_with("KASSA_") && !value.is_empty()).collect();
+        for name in ENV_NAMES {
+            if let Some(value) = env.get(*name) {
+                self.set_from_env(name, value.clone()).with_context(|| format!("environment variable {name}"))?;
+            }
+        }
+        if let Some(file) = env.get("KASSA_DATABASE_URL_FILE") {
+            if env.contains_key("KASSA_DATABASE_URL") {
+                bail!("both KASSA_DATABASE_URL and KASSA_DATABASE_URL_FILE are set; set only one");
+            }
+            let url = read_secret_file(Path::new(file)).context("environment variable KASSA_DATABASE_URL_FILE")?;
+            if url.is_empty() {
+                bail!("environment variable KASSA_DATABASE_URL_FILE: {file} is empty");
+            }
+            self.database_url = Some(url);
+        }
+        if let Some(file) = env.get("KASSA_TOKEN_KEY_FILE") {
+            self.auth.token_key_file = Some(PathBuf::from(file));
+        }
+        Ok(())
+    }
+
+    /// Sets the one setting an environment variable names (one of
+    /// [`ENV_NAMES`]).
+    fn set_from_env(&mut self, name: &str, value: String) -> anyhow::Result<()> {
+        match name {
+            "KASSA_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "KASSA_DATABASE_URL" => self.database_url = Some(value),
+            "KASSA_LISTEN" => self.listen = value,
+            "KASSA_TERMINAL_LISTEN" => self.terminal_listen = value,
+            "KASSA_HTTPS" => self.https = parse_bool(&value)?,
+            "KASSA_BEHIND_PROXY" => self.behind_proxy = parse_bool(&value)?,
+            "KASSA_TRUSTED_PROXIES" => self.trusted_proxies = parse_list(&value),
+            "KASSA_BANK_NAME" => self.bank.name = value,
+            "KASSA_BANK_ADDRESS" => self.bank.address = value,
+            "KASSA_BANK_PHONE" => self.bank.phone = value,
+            "KASSA_BANK_COUNTRY" => self.bank.country = value,
+            "KASSA_BANK_TIMEZONE" => self.bank.timezone = value,
+            "KASSA_BANK_CODE" => self.bank.bank_code = value,
+            "KASSA_ACCESS_TOKEN_TTL_S" => self.auth.access_token_ttl_s = parse_number(&value)?,
+            "KASSA_SESSION_TTL_S" => self.auth.session_ttl_s = parse_number(&value)?,
+            "KASSA_LOGIN_FAILURES_FREE" => self.auth.login_failures_free = parse_number(&value)?,
+            "KASSA_LOGIN_THROTTLE_MAX_S" => self.auth.login_throttle_max_s = parse_number(&value)?,
+            "KASSA_ADDRESS_FAILURES_MAX" => self.auth.address_failures_max = parse_number(&value)?,
+            "KASSA_ADDRESS_WINDOW_S" => self.auth.address_window_s = parse_number(&value)?,
+            "KASSA_ACCOUNTS_PER_CUSTOMER_MAX" => self.limits.accounts_per_customer_max = parse_number(&value)?,
+            "KASSA_REQUEST_BODY_MAX_BYTES" => self.limits.request_body_max_bytes = parse_number(&value)?,
+            "KASSA_LOG_LEVEL" => self.log.level = value,
+            "KASSA_LOG_FORMAT" => self.log.format = value.parse()?,
+            _ => bail!("{name} is not a setting"),
+        }
+        Ok(())
+    }
+
+    /// Checks the rules no single field's type can express. Errors name the
+    /// setting as it is spelt in the file.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir: must not be empty");
+        }
+        kassa_store::DatabaseUrl::parse(&self.database_url()).context("database_url")?;
+
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| anyhow!("listen: {:?} is not an address like 127.0.0.1:8080", self.listen))?;
+        self.terminal_listen.parse::<SocketAddr>().map_err(|_| {
+            anyhow!("terminal_listen: {:?} is not an address like 127.0.0.1:7443", self.terminal_listen)
+        })?;
+        // Plain HTTP carries passwords and tokens in the clear, so it is only
+        // served where nobody else can listen, unless TLS ends at a proxy.
+        if !listen.ip().is_loopback() && !self.https && !self.behind_proxy {
+            bail!(
+                "listen: {listen} is not a loopback address; serving plain HTTP there would expose passwords. \
+                 Set https = true (KASSA_HTTPS) or, if a reverse proxy terminates TLS, behind_proxy = true \
+                 (--behind-proxy)"
+            );
+        }
+        for proxy in &self.trusted_proxies {
+            proxy.parse::<IpAddr>().map_err(|_| anyhow!("trusted_proxies: {proxy:?} is not an IP address"))?;
+        }
+
+        let bank = &self.bank;
+        if bank.name.trim().is_empty() {
+            bail!("bank.name: must not be empty");
+        }
+        if !KNOWN_COUNTRIES.contains(&bank.country.as_str()) {
+            bail!(
+                "bank.country: {:?} is not a known country profile (known: {})",
+                bank.country,
+                KNOWN_COUNTRIES.join(", ")
+            );
+        }
+        if bank.timezone.trim().is_empty() {
+            bail!("bank.timezone: must not be empty (an IANA zone such as Europe/Minsk)");
+        }
+        if bank.bank_code.len() != 4 || !bank.bank_code.bytes().all(|b| b.is_ascii_uppercase()) {
+            bail!("bank.bank_code: {:?} must be four upper-case letters A-Z (such as KASA)", bank.bank_code);
+        }
+
+        let auth = &self.auth;
+        if !(ACCESS_TOKEN_TTL_MIN_S..=ACCESS_TOKEN_TTL_MAX_S).contains(&auth.access_token_ttl_s) {
+            bail!(
+                "auth.access_token_ttl_s: {} is outside {ACCESS_TOKEN_TTL_MIN_S}..={ACCESS_TOKEN_TTL_MAX_S} \
+                 (an access token lives at most 15 minutes)",
+                auth.access_token_ttl_s
+            );
+        }
+        if !(auth.access_token_ttl_s..=SESSION_TTL_MAX_S).contains(&auth.session_ttl_s) {
+            bail!(
+                "auth.session_ttl_s: {} is outside {}..={SESSION_TTL_MAX_S} (at least the access token's lifetime, \
+                 at most a year)",
+                auth.session_ttl_s,
+                auth.access_token_ttl_s
+            );
+        }
+        if auth.login_failures_free == 0 {
+            bail!("auth.login_failures_free: must be at least 1");
+        }
+        if auth.login_throttle_max_s < 1 {
+            bail!("auth.login_throttle_max_s: must be at least 1");
+        }
+        if auth.address_failures_max == 0 {
+            bail!("auth.address_failures_max: must be at least 1");
+        }
+        if auth.address_window_s < 1 {
+            bail!("auth.address_window_s: must be at least 1");
+        }
+
+        let limits = &self.limits;
+        if !(1..=ACCOUNTS_PER_CUSTOMER_LIMIT).contains(&limits.accounts_per_customer_max) {
+            bail!(
+                "limits.accounts_per_customer_max: {} is outside 1..={ACCOUNTS_PER_CUSTOMER_LIMIT}",
+                limits.accounts_per_customer_max
+            );
+        }
+        if !(REQUEST_BODY_MIN_BYTES..=REQUEST_BODY_MAX_BYTES).contains(&limits.request_body_max_bytes) {
+            bail!(
+                "limits.request_body_max_bytes: {} is outside {REQUEST_BODY_MIN_BYTES}..={REQUEST_BODY_MAX_BYTES}",
+                limits.request_body_max_bytes
+            );
+        }
+
+        if self.log.level.trim().is_empty() {
+            bail!("log.level: must not be empty (such as info, or kassa=debug,info)");
+        }
+        Ok(())
+    }
+
+    /// The database URL: the configured one, else the SQLite file in the
+    /// data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("kassa.db").display()),
+        }
+    }
+
+    /// The token key's file as configured, if any (else `DataDir` uses its
+    /// default and creates it).
+    pub fn token_key_file(&self) -> Option<&Path> {
+        self.auth.token_key_file.as_deref()
+    }
+
+    /// What the services need, given the token-signing key's bytes.
+    pub fn settings(&self, token_key: Vec<u8>) -> Settings {
+        let mut settings = Settings::new(self.bank.clone().into(), SecretBytes(token_key));
+        settings.access_token_ttl_s = self.auth.access_token_ttl_s;
+        settings.session_ttl_s = self.auth.session_ttl_s;
+        settings.accounts_per_customer_max = self.limits.accounts_per_customer_max;
+        settings.login_failures_free = self.auth.login_failures_free;
+        settings.login_throttle_max_s = self.auth.login_throttle_max_s;
+        settings.address_failures_max = self.auth.address_failures_max;
+        settings.address_window_s = self.auth.address_window_s;
+        settings
+    }
+}
+
+/// The process environment's `KASSA_*` variables, for [`Config::load`].
+/// Unlike `std::env::vars` this does not panic on a non-UTF-8 variable:
+/// other variables are skipped, and a `KASSA_*` one is an error.
+pub fn process_env() -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|key| key.starts_with("KASSA_")) else { continue };
+        let value = value.into_string().map_err(|_| anyhow!("environment variable {key}: not valid UTF-8"))?;
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
+}
+
+/// Reads a secret from a file, dropping the trailing newline editors and
+/// `echo` add (and nothing else: spaces may be part of a secret).
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn parse_bool(value: &str) -> anyhow::Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => bail!("expected true or false, got {value:?}"),
+    }
+}
+
+fn parse_number<T>(value: &str) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    value.trim().parse().map_err(|error| anyhow!("not a number ({value:?}: {error})"))
+}
+
+/// A comma-separated list; blanks around items and empty items are dropped.
+fn parse_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+}
+
+/// A URL fit for logs: the user and password (`user:pw@`) and the query
+/// (which may carry `password=`) are replaced by `…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("…@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _query)) => format!("{path}?…"),
+        None => tail.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{tail}"),
+        None => format!("{host}{tail}"),
+    }
+}
+
+/// The documented example printed by `kassa config default`. Every line that
+/// sets a value sets its default; a test parses it and compares it with
+/// `Config::default()`.
+pub const DEFAULT_TOML: &str = r#"# Kassa configuration: every setting with its default.
+#
+# The layers, each overriding the one before: the defaults below, this file
+# (--config FILE, else ./kassa.toml when it exists), KASSA_* environment
+# variables (named beside each setting; an empty one counts as unset), then
+# command-line flags.
+# Unknown keys are errors, so a misspelt setting cannot pass unnoticed.
+#
+# Secrets can be kept out of the environment with the _FILE form: the
+# variable names a file whose content (less a trailing newline) is the value.
+#   KASSA_DATABASE_URL_FILE  a file holding the database URL (with its password)
+#   KASSA_TOKEN_KEY_FILE     the token-signing key's file (same as auth.token_key_file)
+
+# The data directory: SQLite database, tls/ (local CA and certificate chain),
+# secrets/, and the first admin's password. KASSA_DATA_DIR, --data-dir.
+data_dir = "./kassa-data"
+
+# sqlite://PATH or postgres://USER:PASSWORD@HOST/DB. Unset means
+# sqlite://<data_dir>/kassa.db. KASSA_DATABASE_URL, --database-url.
+# database_url = "postgres://kassa@localhost/kassa"
+
+# HTTP (API and web pages). Plain HTTP is served on loopback only; another
+# address needs https = true or behind_proxy = true. KASSA_LISTEN, --listen.
+listen = "127.0.0.1:8080"
+
+# The terminal (ATM) protocol, always over TLS.
+# KASSA_TERMINAL_LISTEN, --terminal-listen.
+terminal_listen = "127.0.0.1:7443"
+
+# Serve HTTPS with <data_dir>/tls/cert.pem instead of plain HTTP. KASSA_HTTPS.
+https = false
+
+# A reverse proxy in front terminates TLS. KASSA_BEHIND_PROXY, --behind-proxy.
+behind_proxy = false
+
+# IP addresses whose X-Forwarded-For header is believed.
+# KASSA_TRUSTED_PROXIES, comma-separated.
+trusted_proxies = []
+
+[bank]
+# Shown on pages, statements and to ATMs. KASSA_BANK_NAME.
+name = "Kassa Bank"
+# KASSA_BANK_ADDRESS.
+address = "1 Main Street, Minsk"
+# KASSA_BANK_PHONE.
+phone = "+375170000000"
+# The country profile (BY or UA): validation rules, IBAN format. KASSA_BANK_COUNTRY.
+country = "BY"
+# An IANA zone; "today" for daily limits and statement dates. KASSA_BANK_TIMEZONE.
+timezone = "Europe/Minsk"
+# Four upper-case letters inside the bank's IBANs. KASSA_BANK_CODE.
+bank_code = "KASA"
+
+[auth]
+# Lifetime of an access token, 60..=900 seconds. KASSA_ACCESS_TOKEN_TTL_S.
+access_token_ttl_s = 900
+# Lifetime of a session and its refresh tokens (30 days). KASSA_SESSION_TTL_S.
+session_ttl_s = 2592000
+# The token-signing key (at least 32 bytes, hex or raw). Unset means
+# <data_dir>/secrets/token.key, created on first start. Every node sharing a
+# database needs the same key. KASSA_TOKEN_KEY_FILE.
+# token_key_file = "/run/secrets/kassa-token.key"
+# Failed sign-ins per login before answers are throttled. KASSA_LOGIN_FAILURES_FREE.
+login_failures_free = 5
+# The longest a login is throttled, in seconds. KASSA_LOGIN_THROTTLE_MAX_S.
+login_throttle_max_s = 900
+# Failed sign-ins per client address within address_window_s.
+# KASSA_ADDRESS_FAILURES_MAX, KASSA_ADDRESS_WINDOW_S.
+address_failures_max = 100
+address_window_s = 600
+
+[limits]
+# Open accounts one customer may hold. KASSA_ACCOUNTS_PER_CUSTOMER_MAX.
+accounts_per_customer_max = 8
+# The largest HTTP request body, in bytes. KASSA_REQUEST_BODY_MAX_BYTES.
+request_body_max_bytes = 65536
+
+[log]
+# A tracing filter: a level or directives such as "kassa=debug,info". KASSA_LOG_LEVEL.
+level = "info"
+# "text" for people, "json" for one object per line. KASSA_LOG_FORMAT.
+format = "text"
+"#;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn error_text(result: anyhow::Result<impl fmt::Debug>) -> String {
+        format!("{:#}", result.expect_err("expected an error"))
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let config = Config::default();
+        assert_eq!(config.data_dir, PathBuf::from("./kassa-data"));
+        assert_eq!(config.database_url(), format!("sqlite://{}", Path::new("./kassa-data/kassa.db").display()));
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.terminal_listen, "127.0.0.1:7443");
+        assert!(!config.https && !config.behind_proxy && config.trusted_proxies.is_empty());
+        assert_eq!(BankIdentity::from(config.bank.clone()), BankIdentity::default());
+        assert_eq!(config.auth.access_token_ttl_s, 900);
+        assert_eq!(config.auth.session_ttl_s, 2_592_000);
+        assert_eq!(config.limits.request_body_max_bytes, 65536);
+        assert_eq!(config.log.format, LogFormat::Text);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn default_toml_parses_to_the_defaults() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_toml_commented_examples_are_valid() {
+        let text = DEFAULT_TOML
+            .replace("# database_url = ", "database_url = ")
+            .replace("# token_key_file = ", "token_key_file = ");
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(config.database_url.as_deref(), Some("postgres://kassa@localhost/kassa"));
+        assert_eq!(config.token_key_file(), Some(Path::new("/run/secrets/kassa-token.key")));
+    }
+
+    #[test]
+    fn default_toml_names_every_environment_variable() {
+        for name in ENV_NAMES {
+            assert!(DEFAULT_TOML.contains(name), "{name} is not documented");
+        }
+        for name in SECRET_FILES {
+            assert!(DEFAULT_TOML.contains(name), "{name} is not documented");
+        }
+    }
+
+    #[test]
+    fn every_environment_variable_sets_something() {
+        // "2" differs from every default, and is refused where it is no
+        // valid value; either way the variable was not ignored.
+        for name in ENV_NAMES {
+            let mut config = Config::default();
+            match config.apply_env(env(&[(name, "2")])) {
+                Ok(()) => assert_ne!(config, Config::default(), "{name} changes nothing"),
+                Err(error) => assert!(!format!("{error:#}").contains("is not a setting"), "{name}: {error:#}"),
+            }
+        }
+    }
+
+    #[test]
+    fn settings_carry_the_configured_values() {
+        let mut config = Config::default();
+        config.auth.access_token_ttl_s = 300;
+        config.limits.accounts_per_customer_max = 3;
+        config.bank.name = "Test Bank".into();
+        let settings = config.settings(vec![7; 32]);
+        assert_eq!(settings.access_token_ttl_s, 300);
+        assert_eq!(settings.accounts_per_customer_max, 3);
+        assert_eq!(settings.bank.name, "Test Bank");
+        assert_eq!(settings.token_key, SecretBytes(vec![7; 32]));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "kassa.toml",
+            "listen = \"0.0.0.0:80\"\nhttps = true\n[bank]\nname = \"Other Bank\"\n[auth]\naccess_token_ttl_s = 600\n",
+        );
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:80");
+        assert!(config.https);
+        assert_eq!(config.bank.name, "Other Bank");
+        assert_eq!(config.bank.country, "BY");
+        assert_eq!(config.auth.access_token_ttl_s, 600);
+        assert_eq!(config.auth.session_ttl_s, 2_592_000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_named_file_that_is_missing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = error_text(Config::load(Some(&dir.path().join("nope.toml")), env(&[])));
+        assert!(message.contains("nope.toml"), "{message}");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_in_the_file_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "a.toml", "[auth]\naccess_token_ttl = 600\n");
+        let message = error_text(Config::load(Some(&path), env(&[])));
+        assert!(message.contains("access_token_ttl") && message.contains("a.toml"), "{message}");
+
+        let path = write(&dir, "b.toml", "[limits]\naccounts_per_customer_max = \"eight\"\n");
+        let message = error_text(Config::load(Some(&path), env(&[])));
+        assert!(message.contains("accounts_per_customer_max"), "{message}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kassa.toml", "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n");
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("KASSA_LISTEN", "127.0.0.1:9000"),
+                ("KASSA_DATA_DIR", "/var/lib/kassa"),
+                ("KASSA_BEHIND_PROXY", "true"),
+                ("KASSA_TRUSTED_PROXIES", "10.0.0.1, ::1,"),
+                ("KASSA_ACCESS_TOKEN_TTL_S", "120"),
+                ("KASSA_BANK_COUNTRY", "UA"),
+                ("KASSA_LOG_FORMAT", "text"),
+                ("KASSA_SOMETHING_ELSE", "ignored"),
+                ("KASSA_DATABASE_URL", ""),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/kassa"));
+        assert_eq!(config.database_url(), format!("sqlite://{}", Path::new("/var/lib/kassa/kassa.db").display()));
+        assert!(config.behind_proxy);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.1".to_owned(), "::1".to_owned()]);
+        assert_eq!(config.auth.access_token_ttl_s, 120);
+        assert_eq!(config.bank.country, "UA");
+        assert_eq!(config.log.format, LogFormat::Text);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = write(&dir, "db-url", "postgres://kassa:s3cret@db/kassa\n");
+        let config = Config::load(
+            Some(&write(&dir, "kassa.toml", "")),
+            env(&[
+                ("KASSA_DATABASE_URL_FILE", url_file.to_str().unwrap()),
+                ("KASSA_TOKEN_KEY_FILE", "/run/secrets/key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database_url(), "postgres://kassa:s3cret@db/kassa");
+        assert_eq!(config.token_key_file(), Some(Path::new("/run/secrets/key")));
+
+        let message = error_text(Config::load(
+            Some(&write(&dir, "k2.toml", "")),
+            env(&[("KASSA_DATABASE_URL_FILE", dir.path().join("missing").to_str().unwrap())]),
+        ));
+        assert!(message.contains("KASSA_DATABASE_URL_FILE") && message.contains("missing"), "{message}");
+
+        let message = error_text(Config::load(
+            Some(&write(&dir, "k3.toml", "")),
+            env(&[("KASSA_DATABASE_URL_FILE", url_file.to_str().unwrap()), ("KASSA_DATABASE_URL", "sqlite://x")]),
+        ));
+        assert!(message.contains("both"), "{message}");
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kassa.toml", "");
+        for (key, value, expected) in [
+            ("KASSA_ACCESS_TOKEN_TTL_S", "fifteen", "not a number"),
+            ("KASSA_ACCOUNTS_PER_CUSTOMER_MAX", "-1", "not a number"),
+            ("KASSA_HTTPS", "maybe", "expected true or false"),
+            ("KASSA_LOG_FORMAT", "xml", "\"json\""),
+        ] {
+            let message = error_text(Config::load(Some(&path), env(&[(key, value)])));
+            assert!(message.contains(key) && message.contains(expected), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn validation_refuses_a_long_access_token_life() {
+        let mut config = Config::default();
+        config.auth.access_token_ttl_s = 901;
+        let message = error_text(config.validate());
+        assert!(message.contains("auth.access_token_ttl_s"), "{message}");
+        config.auth.access_token_ttl_s = 59;
+        assert!(config.validate().is_err());
+        config.auth.access_token_ttl_s = 60;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_refuses_plain_http_off_loopback() {
+        let mut config = Config::default();
+        config.listen = "0.0.0.0:8080".into();
+        let message = error_text(config.validate());
+        assert!(message.contains("listen") && message.contains("behind_proxy"), "{message}");
+        config.behind_proxy = true;
+        config.validate().unwrap();
+        config.behind_proxy = false;
+        config.https = true;
+        config.validate().unwrap();
+        config.listen = "[::1]:8080".into();
+        config.https = false;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_refuses_other_bad_values() {
+        type Break = fn(&mut Config);
+        let cases: [(&str, Break); 7] = [
+            ("bank.bank_code", |c| c.bank.bank_code = "kasa".into()),
+            ("bank.bank_code", |c| c.bank.bank_code = "KASSA".into()),
+            ("bank.country", |c| c.bank.country = "XX".into()),
+            ("terminal_listen", |c| c.terminal_listen = "localhost".into()),
+            ("trusted_proxies", |c| c.trusted_proxies = vec!["proxy.example".into()]),
+            ("database_url", |c| c.database_url = Some("mysql://db/kassa".into())),
+            ("limits.request_body_max_bytes", |c| c.limits.request_body_max_bytes = 0),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            let message = error_text(config.validate());
+            assert!(message.starts_with(key), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let config = Config {
+            database_url: Some("postgres://kassa:s3cret@db.internal:5432/kassa?password=other".into()),
+            ..Config::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret") && !debug.contains("other"), "{debug}");
+        assert!(debug.contains("postgres://…@db.internal:5432/kassa?…"), "{debug}");
+        assert_eq!(redact_url("sqlite://./kassa-data/kassa.db"), "sqlite://./kassa-data/kassa.db");
+    }
+}

@@ -11,9 +11,11 @@ use kassa_store::{DatabaseUrl, LedgerStore};
 
 mod bench;
 mod check;
-mod dev;
 mod config;
 mod datadir;
+mod demo;
+mod dev;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(name = "kassa", version, about = "A banking and payments server: a double-entry ledger with exact money.")]
@@ -63,6 +65,17 @@ pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn L
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the bank: the HTTP API (and, later, the terminal port).
+    Serve(serve::ServeArgs),
+    /// Staff users.
+    #[command(subcommand)]
+    Staff(StaffCommand),
+    /// The audit journal.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Prove from the database that the books balance; exits 1 on any violation.
     Check(check::Args),
     /// Measure durable transfers per second against a plain SQL baseline.
@@ -70,6 +83,29 @@ enum Command {
     /// Tools for the project's own tests (crash and multi-process loads).
     #[command(hide = true, subcommand)]
     Dev(dev::Command),
+}
+
+#[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Add a staff user: kassa staff add --login L --role teller|manager|admin --password-stdin
+    Add(serve::StaffAddArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk every hash chain; exits 1 and names the event if one was altered, inserted or deleted.
+    Verify(serve::ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented kassa.toml with every setting and its default.
+    Default,
+}
+
+#[allow(clippy::print_stdout)]
+fn print_default_config() {
+    print!("{}", config::DEFAULT_TOML);
 }
 
 fn main() -> ExitCode {
@@ -83,6 +119,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Staff(StaffCommand::Add(args)) => serve::staff_add(args).await,
+            Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args).await,
+            Command::Config(ConfigCommand::Default) => {
+                print_default_config();
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Check(args) => check::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Dev(command) => dev::run(command).await,

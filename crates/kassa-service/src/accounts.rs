@@ -1,0 +1,650 @@
+//! Products and customer accounts: open, list, read, rename, default,
+//! close; staff status changes; the bank's own system accounts.
+
+use kassa_core::money::{Amount, Currency};
+use kassa_store::sql::{self, Row, Tx, Value};
+use kassa_store::{StoreError, now_us};
+use serde_json::json;
+
+use crate::people::rfc3339;
+use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult};
+
+/// A consent document a product requires, by version.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Consent {
+    pub document: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Product {
+    pub id: i64,
+    pub code: String,
+    pub kind: String,
+    pub name: String,
+    pub description: String,
+    pub currencies: Vec<String>,
+    pub interest_rate: String,
+    pub consents: Vec<Consent>,
+    pub active: bool,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct ProductForm {
+    pub code: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub currencies: Option<Vec<String>>,
+    pub interest_rate: Option<String>,
+    pub consents: Option<Vec<Consent>>,
+    pub active: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AccountView {
+    pub id: i64,
+    pub number: String,
+    pub kind: String,
+    pub currency: String,
+    pub status: String,
+    /// The posted balance.
+    pub balance: String,
+    /// What may be spent: posted balance, less holds, plus the credit limit.
+    pub available: String,
+    pub pending_debits: String,
+    pub credit_limit: String,
+    pub is_default: bool,
+    pub nickname: String,
+    pub product: String,
+    pub owner: i64,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct OpenAccount {
+    pub kind: Option<String>,
+    pub currency: Option<String>,
+    pub nickname: Option<String>,
+    pub holder_name: Option<String>,
+    pub product: Option<String>,
+    pub consents: Option<Vec<Consent>>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct AccountUpdate {
+    pub nickname: Option<String>,
+    pub is_default: Option<bool>,
+}
+
+/// The kinds of the bank's own accounts, one per currency each.
+pub const SYSTEM_KINDS: [&str; 4] = ["cash", "fee_income", "interest_expense", "fx_position"];
+const CUSTOMER_KINDS: [&str; 2] = ["current", "savings"];
+
+pub(crate) const ACCOUNT_VIEW_SQL: &str = "SELECT a.id, a.number, a.kind, a.currency, a.status, a.credit_limit, \
+     a.debits_posted, a.credits_posted, a.debits_pending, a.created_at_us, d.nickname, d.is_default, d.customer_id, \
+     p.code FROM accounts a JOIN account_details d ON d.account_id = a.id JOIN products p ON p.id = d.product_id";
+
+pub(crate) fn format_minor(minor: i128, currency: Currency) -> String {
+    i64::try_from(minor).map_or_else(|_| minor.to_string(), |minor| Amount::from_minor(minor).format(currency))
+}
+
+pub(crate) fn view_from_row(row: &Row) -> Result<AccountView, StoreError> {
+    let currency_code = row.text(3)?;
+    let currency = Currency::from_code(&currency_code).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let credit_limit = i128::from(row.int(5)?);
+    let debits = i128::from(row.int(6)?);
+    let credits = i128::from(row.int(7)?);
+    let pending = i128::from(row.int(8)?);
+    Ok(AccountView {
+        id: row.int(0)?,
+        number: row.text(1)?,
+        kind: row.text(2)?,
+        currency: currency_code,
+        status: row.text(4)?,
+        balance: format_minor(credits - debits, currency),
+        available: format_minor(credits - debits - pending + credit_limit, currency),
+        pending_debits: format_minor(pending, currency),
+        credit_limit: format_minor(credit_limit, currency),
+        created_at: rfc3339(row.int(9)?),
+        nickname: row.text(10)?,
+        is_default: row.int(11)? != 0,
+        owner: row.int(12)?,
+        product: row.text(13)?,
+    })
+}
+
+pub(crate) fn read_view(tx: &mut dyn Tx, id: i64) -> Result<Option<AccountView>, StoreError> {
+    tx.query_opt(&format!("{ACCOUNT_VIEW_SQL} WHERE a.id = $1"), &[Value::Int(id)])?
+        .map(|row| view_from_row(&row))
+        .transpose()
+}
+
+fn product_from_row(row: &Row) -> Result<Product, StoreError> {
+    Ok(Product {
+        id: row.int(0)?,
+        code: row.text(1)?,
+        kind: row.text(2)?,
+        name: row.text(3)?,
+        description: row.text(4)?,
+        currencies: row.text(5)?.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+        interest_rate: row.text(6)?,
+        consents: serde_json::from_str(&row.text(7)?).map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        active: row.int(8)? != 0,
+    })
+}
+
+const PRODUCT_COLUMNS: &str = "id, code, kind, name, description, currencies, interest_rate, consents, active";
+
+/// Resolves an account given by id (digits) or by number (IBAN, spaces
+/// allowed) to its id; `None` when no such account exists.
+pub(crate) fn resolve_account(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<i64>, ServiceError> {
+    let reference = reference.trim();
+    if !reference.is_empty() && reference.len() <= 20 && reference.bytes().all(|b| b.is_ascii_digit()) {
+        let id: i64 =
+            reference.parse().map_err(|_| ServiceError::invalid(field, "account_invalid", "not an account"))?;
+        return Ok(tx
+            .query_opt("SELECT id FROM accounts WHERE id = $1", &[Value::Int(id)])?
+            .map(|r| r.int(0))
+            .transpose()?);
+    }
+    let number =
+        crate::country::normalize_account_number(field, reference).map_err(|p| ServiceError::Invalid(vec![p]))?;
+    Ok(tx
+        .query_opt("SELECT id FROM accounts WHERE number = $1", &[Value::from(&number)])?
+        .map(|r| r.int(0))
+        .transpose()?)
+}
+
+/// Makes sure the bank's system accounts and default products exist.
+pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
+    let profile = bank.profile.clone();
+    let bank_code = bank.settings.bank.bank_code.clone();
+    let now = now_us();
+    sql::write(&*bank.db, move |tx| {
+        // Several nodes may start at once; one of them does the work.
+        if tx.backend() == "postgres" {
+            tx.query("SELECT pg_advisory_xact_lock(7340032)", &[])?;
+        }
+        for currency in Currency::ALL {
+            for kind in SYSTEM_KINDS {
+                let exists = tx.query_opt(
+                    "SELECT 1 FROM system_accounts WHERE kind = $1 AND currency = $2",
+                    &[Value::from(kind), Value::from(currency.code())],
+                )?;
+                if exists.is_some() {
+                    continue;
+                }
+                let id = insert_ledger_account(tx, &profile, &bank_code, None, kind, currency.code(), now)?;
+                tx.execute(
+                    "INSERT INTO system_accounts (kind, currency, account_id) VALUES ($1, $2, $3)",
+                    &[Value::from(kind), Value::from(currency.code()), Value::Int(id)],
+                )?;
+            }
+        }
+        if tx.query_opt("SELECT 1 FROM products LIMIT 1", &[])?.is_none() {
+            let terms = json!([{"document": "terms", "version": "2026-01"}]).to_string();
+            let savings =
+                json!([{"document": "terms", "version": "2026-01"}, {"document": "savings", "version": "2026-01"}])
+                    .to_string();
+            for (code, kind, name, description, currencies, consents) in [
+                (
+                    "current",
+                    "current",
+                    "Current account",
+                    "An everyday account for payments and transfers.",
+                    "BYN,USD,EUR,RUB",
+                    &terms,
+                ),
+                (
+                    "savings",
+                    "savings",
+                    "Savings account",
+                    "Savings with interest paid monthly.",
+                    "BYN,USD,EUR",
+                    &savings,
+                ),
+            ] {
+                tx.execute(
+                    "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
+                     created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)",
+                    &[
+                        Value::from(code),
+                        Value::from(kind),
+                        Value::from(name),
+                        Value::from(description),
+                        Value::from(currencies),
+                        Value::from(if kind == "savings" { "0.05" } else { "0" }),
+                        Value::from(consents.as_str()),
+                        Value::Int(now),
+                    ],
+                )?;
+            }
+        }
+        Ok::<_, ServiceError>(())
+    })
+    .await
+}
+
+/// Inserts a ledger account row (zero balances) and gives it its IBAN.
+fn insert_ledger_account(
+    tx: &mut dyn Tx,
+    profile: &crate::country::CountryProfile,
+    bank_code: &str,
+    owner: Option<i64>,
+    kind: &str,
+    currency: &str,
+    now: i64,
+) -> Result<i64, ServiceError> {
+    let placeholder = format!("new-{}", crate::crypto::random_token(12)?);
+    let id = tx
+        .query_one(
+            "INSERT INTO accounts (number, owner_id, currency, kind, status, credit_limit, created_at_us) \
+             VALUES ($1, $2, $3, $4, 'active', 0, $5) RETURNING id",
+            &[Value::from(&placeholder), Value::from(owner), Value::from(currency), Value::from(kind), Value::Int(now)],
+        )?
+        .int(0)?;
+    tx.execute(
+        "UPDATE accounts SET number = $2 WHERE id = $1",
+        &[Value::Int(id), Value::from(profile.account_number(bank_code, id))],
+    )?;
+    Ok(id)
+}
+
+/// The bank's system account of `kind` in `currency`.
+pub(crate) fn system_account(tx: &mut dyn Tx, kind: &str, currency: &str) -> Result<i64, ServiceError> {
+    tx.query_opt(
+        "SELECT account_id FROM system_accounts WHERE kind = $1 AND currency = $2",
+        &[Value::from(kind), Value::from(currency)],
+    )?
+    .map(|row| row.int(0))
+    .transpose()?
+    .ok_or_else(|| ServiceError::Refused("currency_not_supported", format!("the bank does not keep {currency}")))
+}
+
+impl Bank {
+    pub async fn products(&self) -> ServiceResult<Vec<Product>> {
+        sql::read(&*self.db, |tx| {
+            tx.query(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE active = 1 ORDER BY id"), &[])?
+                .iter()
+                .map(product_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(ServiceError::from)
+    }
+
+    /// Admins add a product or change one (by code).
+    pub async fn put_product(&self, caller: &Caller, form: ProductForm) -> ServiceResult<Product> {
+        caller.staff(Role::Admin)?;
+        let mut problems = Vec::new();
+        let code = form.code.clone().unwrap_or_default();
+        if code.is_empty()
+            || code.len() > 32
+            || !code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            problems.push(problem("code", "product_code_invalid", "a product code is 1–32 of a-z, 0-9, _"));
+        }
+        let kind = form.kind.clone().unwrap_or_default();
+        if !CUSTOMER_KINDS.contains(&kind.as_str()) {
+            problems.push(problem("kind", "product_kind_invalid", "kind must be current or savings"));
+        }
+        let name = form.name.clone().unwrap_or_default();
+        if name.trim().is_empty() || name.chars().count() > 64 {
+            problems.push(problem("name", "product_name_invalid", "a name of 1–64 characters is required"));
+        }
+        let currencies = form.currencies.clone().unwrap_or_default();
+        if currencies.is_empty() || currencies.iter().any(|c| Currency::from_code(c).is_err()) {
+            problems.push(problem("currencies", "unknown_currency", "list one or more supported currency codes"));
+        }
+        let consents = form.consents.clone().unwrap_or_default();
+        if consents
+            .iter()
+            .any(|c| c.document.is_empty() || c.version.is_empty() || c.document.len() > 64 || c.version.len() > 32)
+        {
+            problems.push(problem("consents", "consent_invalid", "each consent needs a document and a version"));
+        }
+        let rate = form.interest_rate.clone().unwrap_or_else(|| "0".into());
+        if rate.len() > 12 || rate.parse::<u64>().is_err() && !is_decimal(&rate) {
+            problems.push(problem(
+                "interest_rate",
+                "interest_rate_invalid",
+                "an annual rate as a decimal, such as 0.05",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let description = form.description.clone().unwrap_or_default().chars().take(512).collect::<String>();
+        let active = form.active.unwrap_or(true);
+        let now = now_us();
+        let draft =
+            caller.audit("product.put", format!("product:{code}"), json!({"kind": kind, "currencies": currencies}));
+        let consents_json =
+            serde_json::to_string(&consents).map_err(|error| ServiceError::Internal(error.to_string()))?;
+        sql::write(&*self.db, move |tx| {
+            let params = [
+                Value::from(&code),
+                Value::from(&kind),
+                Value::from(&name),
+                Value::from(&description),
+                Value::from(currencies.join(",")),
+                Value::from(&rate),
+                Value::from(&consents_json),
+                Value::from(active),
+                Value::Int(now),
+            ];
+            if tx.query_opt("SELECT 1 FROM products WHERE code = $1", &[Value::from(&code)])?.is_some() {
+                tx.execute(
+                    "UPDATE products SET kind = $2, name = $3, description = $4, currencies = $5, interest_rate = $6, \
+                     consents = $7, active = $8, version = version + 1 WHERE code = $1 AND $9 = $9",
+                    &params,
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
+                     created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &params,
+                )?;
+            }
+            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            let row = tx
+                .query_one(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1"), &[Value::from(&code)])?;
+            Ok::<_, ServiceError>(product_from_row(&row)?)
+        })
+        .await
+    }
+
+    /// A customer opens an account (or staff open one for `customer`).
+    pub async fn open_account(
+        &self,
+        caller: &Caller,
+        customer: Option<i64>,
+        form: OpenAccount,
+    ) -> ServiceResult<AccountView> {
+        let owner = match customer {
+            None => caller.customer()?,
+            Some(id) => {
+                caller.staff(Role::Teller)?;
+                id
+            }
+        };
+        let mut problems = Vec::new();
+        let kind = form.kind.clone().unwrap_or_default();
+        if !CUSTOMER_KINDS.contains(&kind.as_str()) {
+            problems.push(problem("kind", "account_kind_invalid", "kind must be current or savings"));
+        }
+        let currency = match Currency::from_code(form.currency.as_deref().unwrap_or("")) {
+            Ok(currency) => Some(currency),
+            Err(error) => {
+                problems.push(problem("currency", error.code(), &error.to_string()));
+                None
+            }
+        };
+        let nickname = form.nickname.clone().unwrap_or_default().trim().to_owned();
+        if nickname.chars().count() > 64 || nickname.chars().any(char::is_control) {
+            problems.push(problem("nickname", "nickname_invalid", "a nickname is at most 64 characters"));
+        }
+        let Some(currency) = currency else { return Err(ServiceError::Invalid(problems)) };
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let consents = form.consents.clone().unwrap_or_default();
+        let product_code = form.product.clone();
+        let max = i64::from(self.settings.accounts_per_customer_max);
+        let profile = self.profile.clone();
+        let bank_code = self.settings.bank.bank_code.clone();
+        let caller = caller.clone();
+        let now = now_us();
+        sql::write(&*self.db, move |tx| {
+            // Locks the customer, so two opens cannot both pass the count.
+            if tx.execute(
+                "UPDATE customers SET version = version + 1 WHERE id = $1 AND status = 'active'",
+                &[Value::Int(owner)],
+            )? == 0
+            {
+                return Err(ServiceError::NotFound("customer_not_found", "no such active customer"));
+            }
+            let open = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM accounts WHERE owner_id = $1 AND status <> 'closed'",
+                    &[Value::Int(owner)],
+                )?
+                .int(0)?;
+            if open >= max {
+                return Err(ServiceError::Refused(
+                    "account_limit_reached",
+                    format!("a customer may hold at most {max} open accounts"),
+                ));
+            }
+            let product = match &product_code {
+                Some(code) => tx.query_opt(
+                    &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1 AND kind = $2 AND active = 1"),
+                    &[Value::from(code), Value::from(&kind)],
+                )?,
+                None => tx.query_opt(
+                    &format!(
+                        "SELECT {PRODUCT_COLUMNS} FROM products WHERE kind = $1 AND active = 1 ORDER BY id LIMIT 1"
+                    ),
+                    &[Value::from(&kind)],
+                )?,
+            }
+            .map(|row| product_from_row(&row))
+            .transpose()?
+            .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
+            if !product.currencies.iter().any(|c| c == currency.code()) {
+                return Err(ServiceError::Refused(
+                    "currency_not_offered",
+                    format!("{} is offered in {}", product.name, product.currencies.join(", ")),
+                ));
+            }
+            let missing: Vec<&Consent> = product.consents.iter().filter(|needed| !consents.contains(needed)).collect();
+            if let Some(first) = missing.first() {
+                return Err(ServiceError::invalid(
+                    "consents",
+                    "consent_required",
+                    format!("accept the document {:?}, version {:?}", first.document, first.version),
+                ));
+            }
+            let id = insert_ledger_account(tx, &profile, &bank_code, Some(owner), &kind, currency.code(), now)?;
+            let has_default = tx
+                .query_opt(
+                    "SELECT 1 FROM account_details WHERE customer_id = $1 AND currency = $2 AND is_default = 1",
+                    &[Value::Int(owner), Value::from(currency.code())],
+                )?
+                .is_some();
+            tx.execute(
+                "INSERT INTO account_details (account_id, customer_id, product_id, currency, nickname, is_default, \
+                 consents, opened_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    Value::Int(id),
+                    Value::Int(owner),
+                    Value::Int(product.id),
+                    Value::from(currency.code()),
+                    Value::from(&nickname),
+                    Value::from(!has_default),
+                    Value::from(serde_json::to_string(&product.consents).unwrap_or_default()),
+                    Value::from(caller.actor()),
+                ],
+            )?;
+            sql::journal(
+                tx,
+                now,
+                &[caller.audit(
+                    "account.open",
+                    format!("account:{id}"),
+                    json!({"owner": owner, "kind": kind, "currency": currency.code(), "product": product.code,
+                           "consents": product.consents}),
+                )],
+            )?;
+            read_view(tx, id)?.ok_or_else(|| ServiceError::Internal("a new account vanished".into()))
+        })
+        .await
+    }
+
+    /// The caller's accounts (or, for staff, a customer's).
+    pub async fn accounts(&self, caller: &Caller, customer: Option<i64>) -> ServiceResult<Page<AccountView>> {
+        let owner = match customer {
+            None => caller.customer()?,
+            Some(id) => {
+                caller.staff(Role::Teller)?;
+                id
+            }
+        };
+        let items = sql::read(&*self.db, move |tx| {
+            tx.query(&format!("{ACCOUNT_VIEW_SQL} WHERE d.customer_id = $1 ORDER BY a.id"), &[Value::Int(owner)])?
+                .iter()
+                .map(view_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        Ok(Page { items, next_cursor: None })
+    }
+
+    /// One account: the owner's, or any for staff. Someone else's account
+    /// is "not found", exactly like a missing one.
+    pub async fn account(&self, caller: &Caller, id: i64) -> ServiceResult<AccountView> {
+        let owner = self.visible_owner(caller)?;
+        sql::read(&*self.db, move |tx| read_view(tx, id))
+            .await?
+            .filter(|view| owner.is_none_or(|owner| view.owner == owner))
+            .ok_or(ServiceError::NotFound("account_not_found", "no such account"))
+    }
+
+    /// `Some(customer)` for a customer (who sees only their own), `None`
+    /// for staff (who see all).
+    pub(crate) fn visible_owner(&self, caller: &Caller) -> ServiceResult<Option<i64>> {
+        match caller.customer() {
+            Ok(id) => Ok(Some(id)),
+            Err(ServiceError::Forbidden("customers_only", _)) => caller.staff(Role::Teller).map(|_| None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Renames an own account or makes it the default for its currency.
+    pub async fn update_account(&self, caller: &Caller, id: i64, update: AccountUpdate) -> ServiceResult<AccountView> {
+        let owner = caller.customer()?;
+        let nickname = update.nickname.map(|n| n.trim().to_owned());
+        if nickname.as_ref().is_some_and(|n| n.chars().count() > 64 || n.chars().any(char::is_control)) {
+            return Err(ServiceError::invalid("nickname", "nickname_invalid", "a nickname is at most 64 characters"));
+        }
+        if update.is_default == Some(false) {
+            return Err(ServiceError::invalid(
+                "is_default",
+                "default_required",
+                "make another account the default instead; each currency keeps one",
+            ));
+        }
+        let make_default = update.is_default == Some(true);
+        let now = now_us();
+        let draft = caller.audit(
+            "account.update",
+            format!("account:{id}"),
+            json!({"nickname": nickname, "is_default": update.is_default}),
+        );
+        sql::write(&*self.db, move |tx| {
+            let view = read_view(tx, id)?
+                .filter(|view| view.owner == owner)
+                .ok_or(ServiceError::NotFound("account_not_found", "no such account"))?;
+            if view.status == "closed" {
+                return Err(ServiceError::Refused("account_closed", "the account is closed".into()));
+            }
+            if let Some(nickname) = &nickname {
+                tx.execute("UPDATE account_details SET nickname = $2 WHERE account_id = $1", &[Value::Int(id), Value::from(nickname)])?;
+            }
+            if make_default && !view.is_default {
+                tx.execute(
+                    "UPDATE account_details SET is_default = 0 WHERE customer_id = $1 AND currency = $2 AND is_default = 1",
+                    &[Value::Int(owner), Value::from(&view.currency)],
+                )?;
+                tx.execute("UPDATE account_details SET is_default = 1 WHERE account_id = $1", &[Value::Int(id)])?;
+            }
+            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            read_view(tx, id)?.ok_or(ServiceError::NotFound("account_not_found", "no such account"))
+        })
+        .await
+    }
+
+    /// Closes an own account (customers) or any account (managers); only a
+    /// zero balance with nothing pending can be closed.
+    pub async fn close_account(&self, caller: &Caller, id: i64) -> ServiceResult<AccountView> {
+        self.change_status(caller, id, "closed").await
+    }
+
+    /// Managers block, unblock or close any customer account.
+    pub async fn set_account_status(&self, caller: &Caller, id: i64, status: &str) -> ServiceResult<AccountView> {
+        caller.staff(Role::Manager)?;
+        if !["active", "blocked", "closed"].contains(&status) {
+            return Err(ServiceError::invalid("status", "status_invalid", "status must be active, blocked or closed"));
+        }
+        self.change_status(caller, id, status).await
+    }
+
+    async fn change_status(&self, caller: &Caller, id: i64, status: &str) -> ServiceResult<AccountView> {
+        let owner = match caller.customer() {
+            Ok(owner) => Some(owner),
+            Err(ServiceError::Forbidden("customers_only", _)) => {
+                caller.staff(Role::Manager)?;
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        let status = status.to_owned();
+        let now = now_us();
+        let draft = caller.audit(
+            if status == "closed" { "account.close" } else { "account.status" },
+            format!("account:{id}"),
+            json!({"status": status}),
+        );
+        sql::write(&*self.db, move |tx| {
+            let view = read_view(tx, id)?
+                .filter(|view| owner.is_none_or(|owner| view.owner == owner))
+                .ok_or(ServiceError::NotFound("account_not_found", "no such account"))?;
+            if view.status == "closed" {
+                return Err(ServiceError::Refused("account_closed", "the account is already closed".into()));
+            }
+            if view.status == status {
+                return Ok(view);
+            }
+            let changed = if status == "closed" {
+                // The ledger's own rule, checked on the row itself: nothing
+                // posted, nothing pending.
+                let changed = tx.execute(
+                    "UPDATE accounts SET status = 'closed' WHERE id = $1 AND debits_posted = credits_posted \
+                     AND debits_pending = 0 AND credits_pending = 0",
+                    &[Value::Int(id)],
+                )?;
+                if changed == 0 {
+                    return Err(ServiceError::Conflict(
+                        "account_not_empty",
+                        "only an account with a zero balance and nothing pending can be closed".into(),
+                    ));
+                }
+                tx.execute("UPDATE account_details SET is_default = 0 WHERE account_id = $1", &[Value::Int(id)])?;
+                changed
+            } else {
+                tx.execute("UPDATE accounts SET status = $2 WHERE id = $1", &[Value::Int(id), Value::from(&status)])?
+            };
+            if changed != 1 {
+                return Err(ServiceError::Internal("an account status change touched no row".into()));
+            }
+            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            read_view(tx, id)?.ok_or(ServiceError::NotFound("account_not_found", "no such account"))
+        })
+        .await
+    }
+}
+
+fn problem(field: &str, code: &'static str, detail: &str) -> crate::country::FieldProblem {
+    crate::country::FieldProblem { field: field.into(), code, detail: detail.into() }
+}
+
+fn is_decimal(text: &str) -> bool {
+    let mut parts = text.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next().unwrap_or("0");
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && !fraction.is_empty()
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}

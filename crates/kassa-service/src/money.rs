@@ -1,0 +1,606 @@
+//! Moving money: transfers (by account or phone), cash at the desk,
+//! staff-initiated transfers, history; idempotency keys.
+//!
+//! Every movement goes through the ledger with its audit event, so the
+//! transfer and its journal entry commit in one transaction. A request with
+//! an `Idempotency-Key` gets a transfer id derived from (caller, route,
+//! key): a retry, on any node, names the same transfer, and the ledger
+//! answers it without moving money again. The first successful response is
+//! stored and replayed; the same key with a different body is refused.
+
+use kassa_core::ledger::{NewTransfer, Transfer, TransferKind};
+use kassa_core::money::{Amount, AmountPolicy, Currency};
+use kassa_core::{AccountId, TransferId};
+use kassa_store::sql::{self, Tx, Value};
+use kassa_store::{StoreError, now_us};
+use serde_json::json;
+
+use crate::accounts::{format_minor, resolve_account, system_account};
+use crate::country::FieldProblem;
+use crate::people::rfc3339;
+use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult, crypto, page_cursor, page_limit};
+
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct TransferForm {
+    pub from_account: Option<String>,
+    pub to_account: Option<String>,
+    pub to_phone: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct CashForm {
+    pub account: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransferView {
+    pub id: String,
+    pub state: String,
+    pub kind: String,
+    pub amount: String,
+    pub currency: String,
+    pub debit_account: i64,
+    pub credit_account: i64,
+    pub description: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Recipient {
+    /// The first name and the initial of the last name: enough to confirm,
+    /// not enough to learn who someone is.
+    pub name: String,
+    pub currency: String,
+    pub account: String,
+}
+
+/// A history line: the transfer and, for the account asked about, which
+/// way it went and the balance after it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryItem {
+    #[serde(flatten)]
+    pub transfer: TransferView,
+    pub direction: &'static str,
+    pub balance_after: String,
+}
+
+pub fn transfer_view(transfer: &Transfer) -> TransferView {
+    TransferView {
+        id: transfer.id.to_string(),
+        state: transfer.state.as_str().to_owned(),
+        kind: transfer.kind.as_str().to_owned(),
+        amount: transfer.amount.format(transfer.currency),
+        currency: transfer.currency.code().to_owned(),
+        debit_account: transfer.debit_account.0,
+        credit_account: transfer.credit_account.0,
+        description: transfer.description.clone(),
+        created_at: rfc3339(transfer.created_at_us),
+    }
+}
+
+/// A client's idempotency key, checked: 1–255 visible ASCII characters.
+pub fn check_idempotency_key(key: &str) -> ServiceResult<()> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ServiceError::invalid(
+            "Idempotency-Key",
+            "idempotency_key_invalid",
+            "an Idempotency-Key is 1–255 visible ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The transfer id a (caller, route, key) names, the same on every node.
+fn derived_id(scope: &str, key: &str, index: u8) -> TransferId {
+    let digest = crypto::sha256(format!("kassa idempotency v1\0{scope}\0{key}\0{index}").as_bytes());
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Marks it as a version-8 (custom) UUID of the RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    TransferId::from_bytes(bytes)
+}
+
+fn new_id() -> ServiceResult<TransferId> {
+    // A time-ordered id (UUIDv7 layout): milliseconds, then randomness.
+    let random = crypto::random_bytes(10)?;
+    let ms = u64::try_from(now_us() / 1000).unwrap_or(0);
+    let mut bytes = [0_u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&random);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Ok(TransferId::from_bytes(bytes))
+}
+
+/// An `Idempotency-Key` with the request it came with.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    /// The route, e.g. `POST /api/v1/transfers`.
+    pub route: String,
+    /// A canonical form of the request body.
+    pub request: serde_json::Value,
+}
+
+struct Amounts {
+    amount: Amount,
+    currency: Currency,
+}
+
+fn parse_amount(problems: &mut Vec<FieldProblem>, amount: Option<&str>, currency: Option<&str>) -> Option<Amounts> {
+    let currency = match Currency::from_code(currency.unwrap_or("")) {
+        Ok(currency) => currency,
+        Err(error) => {
+            problems.push(FieldProblem { field: "currency".into(), code: error.code(), detail: error.to_string() });
+            return None;
+        }
+    };
+    match Amount::parse(amount.unwrap_or(""), currency, AmountPolicy::Positive) {
+        Ok(amount) => Some(Amounts { amount, currency }),
+        Err(error) => {
+            problems.push(FieldProblem { field: "amount".into(), code: error.code(), detail: error.to_string() });
+            None
+        }
+    }
+}
+
+fn check_description(problems: &mut Vec<FieldProblem>, description: Option<&str>) -> String {
+    let text = description.unwrap_or("").trim().to_owned();
+    if text.chars().count() > 140 || text.chars().any(char::is_control) {
+        problems.push(FieldProblem {
+            field: "description".into(),
+            code: "description_invalid",
+            detail: "a description is at most 140 characters, without control characters".into(),
+        });
+    }
+    text
+}
+
+/// An account as the transfer rules need it.
+struct Side {
+    id: i64,
+    owner: Option<i64>,
+    currency: String,
+}
+
+fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
+    tx.query_opt(
+        "SELECT a.id, d.customer_id, a.currency FROM accounts a LEFT JOIN account_details d ON d.account_id = a.id \
+         WHERE a.id = $1",
+        &[Value::Int(id)],
+    )?
+    .map(|row| Ok(Side { id: row.int(0)?, owner: row.opt_int(1)?, currency: row.text(2)? }))
+    .transpose()
+}
+
+impl Bank {
+    /// Runs a money-moving request once per idempotency key: a stored
+    /// response is replayed, a different body under the same key refused.
+    async fn idempotent(
+        &self,
+        caller: &Caller,
+        idempotency: Option<Idempotency>,
+        run: impl AsyncFnOnce(Option<TransferId>) -> ServiceResult<serde_json::Value>,
+    ) -> ServiceResult<serde_json::Value> {
+        let Some(idempotency) = idempotency else { return run(None).await };
+        check_idempotency_key(&idempotency.key)?;
+        let scope = format!("{} {}", caller.actor(), idempotency.route);
+        let request_hash = crypto::sha256(idempotency.request.to_string().as_bytes()).to_vec();
+        let key = idempotency.key.clone();
+        let lookup = {
+            let (scope, key) = (scope.clone(), key.clone());
+            move |tx: &mut dyn Tx| {
+                tx.query_opt(
+                    "SELECT request_hash, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                    &[Value::from(&scope), Value::from(&key)],
+                )?
+                .map(|row| Ok::<_, StoreError>((row.blob(0)?, row.text(1)?)))
+                .transpose()
+            }
+        };
+        let replay = |stored: (Vec<u8>, String)| -> ServiceResult<serde_json::Value> {
+            if stored.0 != request_hash {
+                return Err(ServiceError::Refused(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different request".into(),
+                ));
+            }
+            serde_json::from_str(&stored.1).map_err(|error| ServiceError::Internal(error.to_string()))
+        };
+        if let Some(stored) = sql::read(&*self.db, lookup.clone()).await? {
+            return replay(stored);
+        }
+        let body = match run(Some(derived_id(&scope, &key, 0))).await {
+            Ok(body) => body,
+            Err(ServiceError::Conflict("idempotency_key_reused", detail)) => {
+                return Err(ServiceError::Refused("idempotency_key_reused", detail));
+            }
+            Err(error) => return Err(error),
+        };
+        let now = now_us();
+        let text = body.to_string();
+        let hash = request_hash.clone();
+        let stored = sql::write(&*self.db, move |tx| {
+            tx.execute(
+                "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) \
+                 VALUES ($1, $2, $3, 201, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
+                &[
+                    Value::from(&scope),
+                    Value::from(&key),
+                    Value::Blob(hash.clone()),
+                    Value::from(&text),
+                    Value::Int(now),
+                ],
+            )?;
+            lookup.clone()(tx)
+        })
+        .await?;
+        match stored {
+            Some(stored) => replay(stored),
+            None => Ok(body),
+        }
+    }
+
+    async fn submit(&self, transfer: NewTransfer, draft: kassa_store::AuditDraft) -> ServiceResult<Transfer> {
+        let mut outcomes = self.ledger.submit_journaled(vec![transfer], Some(draft)).await?;
+        match outcomes.pop() {
+            Some(Ok(created)) => Ok(created.transfer),
+            Some(Err(error)) => Err(error.into()),
+            None => Err(ServiceError::Internal("the ledger gave no outcome".into())),
+        }
+    }
+
+    /// A customer pays from an own account to an account (by id or number)
+    /// or to a phone number's default account in the currency.
+    pub async fn transfer(
+        &self,
+        caller: &Caller,
+        form: TransferForm,
+        idempotency: Option<Idempotency>,
+    ) -> ServiceResult<serde_json::Value> {
+        let me = caller.customer()?;
+        let mut problems = Vec::new();
+        let from = form.from_account.clone().filter(|f| !f.trim().is_empty());
+        if from.is_none() {
+            problems.push(FieldProblem {
+                field: "from_account".into(),
+                code: "field_required",
+                detail: "from_account is required".into(),
+            });
+        }
+        let to_phone = match (&form.to_account, &form.to_phone) {
+            (Some(_), Some(_)) | (None, None) => {
+                problems.push(FieldProblem {
+                    field: "to_account".into(),
+                    code: "recipient_required",
+                    detail: "give exactly one of to_account and to_phone".into(),
+                });
+                None
+            }
+            (None, Some(phone)) => self.profile.normalize_phone("to_phone", phone).map_err(|p| problems.push(p)).ok(),
+            (Some(_), None) => None,
+        };
+        let amounts = parse_amount(&mut problems, form.amount.as_deref(), form.currency.as_deref());
+        let description = check_description(&mut problems, form.description.as_deref());
+        let (Some(from), Some(Amounts { amount, currency })) = (from, amounts) else {
+            return Err(ServiceError::Invalid(problems));
+        };
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let to_account = form.to_account.clone();
+        let (debit, credit) = sql::read(&*self.db, move |tx| {
+            let from_id = resolve_account(tx, "from_account", &from)?
+                .and_then(|id| side(tx, id).transpose())
+                .transpose()?
+                .filter(|side| side.owner == Some(me))
+                .ok_or(ServiceError::NotFound("account_not_found", "no such account of yours"))?;
+            let to = match (&to_account, &to_phone) {
+                (Some(reference), _) => resolve_account(tx, "to_account", reference)?
+                    .and_then(|id| side(tx, id).transpose())
+                    .transpose()?
+                    .filter(|side| side.owner.is_some()),
+                (None, Some(phone)) => tx
+                    .query_opt(
+                        "SELECT d.account_id FROM customers c JOIN account_details d ON d.customer_id = c.id \
+                         WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1",
+                        &[Value::from(phone), Value::from(currency.code())],
+                    )?
+                    .map(|row| row.int(0))
+                    .transpose()?
+                    .and_then(|id| side(tx, id).transpose())
+                    .transpose()?,
+                (None, None) => None,
+            }
+            .ok_or(ServiceError::NotFound("recipient_not_found", "no account to pay was found for that recipient"))?;
+            Ok::<_, ServiceError>((from_id, to))
+        })
+        .await?;
+        if debit.currency != currency.code() || credit.currency != currency.code() {
+            return Err(ServiceError::Refused(
+                "currency_mismatch",
+                format!("both accounts must hold {}; use an exchange between your own accounts", currency.code()),
+            ));
+        }
+        if debit.id == credit.id {
+            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
+        }
+        let request = json!({"from": debit.id, "to": credit.id, "amount": amount.minor(), "currency": currency.code(),
+                             "description": description});
+        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
+        self.idempotent(caller, idempotency, async |id| {
+            let id = match id {
+                Some(id) => id,
+                None => new_id()?,
+            };
+            let mut transfer = NewTransfer::single(id, AccountId(debit.id), AccountId(credit.id), amount, currency);
+            transfer.kind = TransferKind::Transfer;
+            transfer.description = description.clone();
+            let draft = caller.audit("transfer.create", format!("transfer:{id}"), request.clone());
+            let done = self.submit(transfer, draft).await?;
+            Ok(json!(transfer_view(&done)))
+        })
+        .await
+    }
+
+    /// Shows whose default account a phone number pays, masked.
+    pub async fn recipient(&self, caller: &Caller, phone: &str, currency: &str) -> ServiceResult<Recipient> {
+        caller.customer()?;
+        let phone = self.profile.normalize_phone("phone", phone).map_err(|p| ServiceError::Invalid(vec![p]))?;
+        let currency = Currency::from_code(currency).map_err(|error| ServiceError::money("currency", &error))?;
+        let lookup_phone = phone.clone();
+        let found = sql::read(&*self.db, move |tx| {
+            tx.query_opt(
+                "SELECT c.first_name, c.last_name, a.number FROM customers c JOIN account_details d \
+                 ON d.customer_id = c.id JOIN accounts a ON a.id = d.account_id \
+                 WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1 AND c.status = 'active'",
+                &[Value::from(&lookup_phone), Value::from(currency.code())],
+            )?
+            .map(|row| Ok::<_, StoreError>((row.text(0)?, row.text(1)?, row.text(2)?)))
+            .transpose()
+        })
+        .await?;
+        let mut draft =
+            caller.audit("recipient.lookup", format!("phone:{phone}"), json!({"currency": currency.code()}));
+        if found.is_none() {
+            draft.outcome = "recipient_not_found".into();
+        }
+        crate::auth::journal_only(self, draft).await?;
+        let (first, last, number) = found
+            .ok_or(ServiceError::NotFound("recipient_not_found", "no account to pay was found for that recipient"))?;
+        let initial: String = last.chars().take(1).collect();
+        let tail: String = number.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        Ok(Recipient {
+            name: format!("{first} {initial}."),
+            currency: currency.code().into(),
+            account: format!("•••• {tail}"),
+        })
+    }
+
+    /// A teller takes cash into an account (`deposit`) or pays it out
+    /// (`withdrawal`), against the bank's cash account in that currency.
+    pub async fn cash(
+        &self,
+        caller: &Caller,
+        deposit: bool,
+        form: CashForm,
+        idempotency: Option<Idempotency>,
+    ) -> ServiceResult<serde_json::Value> {
+        caller.staff(Role::Teller)?;
+        let mut problems = Vec::new();
+        let account = form.account.clone().filter(|a| !a.trim().is_empty());
+        if account.is_none() {
+            problems.push(FieldProblem {
+                field: "account".into(),
+                code: "field_required",
+                detail: "account is required".into(),
+            });
+        }
+        let amounts = parse_amount(&mut problems, form.amount.as_deref(), form.currency.as_deref());
+        let description = check_description(&mut problems, form.description.as_deref());
+        let (Some(account), Some(Amounts { amount, currency })) = (account, amounts) else {
+            return Err(ServiceError::Invalid(problems));
+        };
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let (customer, cash) = sql::read(&*self.db, move |tx| {
+            let customer = resolve_account(tx, "account", &account)?
+                .and_then(|id| side(tx, id).transpose())
+                .transpose()?
+                .filter(|side| side.owner.is_some())
+                .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
+            let cash = system_account(tx, "cash", currency.code())?;
+            Ok::<_, ServiceError>((customer, cash))
+        })
+        .await?;
+        if customer.currency != currency.code() {
+            return Err(ServiceError::Refused("currency_mismatch", format!("the account holds {}", customer.currency)));
+        }
+        let (debit, credit, kind) = if deposit {
+            (cash, customer.id, TransferKind::Deposit)
+        } else {
+            (customer.id, cash, TransferKind::Withdrawal)
+        };
+        let action = if deposit { "cash.deposit" } else { "cash.withdrawal" };
+        let request = json!({"account": customer.id, "amount": amount.minor(), "currency": currency.code(),
+                             "description": description});
+        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
+        self.idempotent(caller, idempotency, async |id| {
+            let id = match id {
+                Some(id) => id,
+                None => new_id()?,
+            };
+            let mut transfer = NewTransfer::single(id, AccountId(debit), AccountId(credit), amount, currency);
+            transfer.kind = kind;
+            transfer.description = description.clone();
+            let draft = caller.audit(action, format!("transfer:{id}"), request.clone());
+            let done = self.submit(transfer, draft).await?;
+            Ok(json!(transfer_view(&done)))
+        })
+        .await
+    }
+
+    /// Staff move money between two customer accounts (a correction, an
+    /// instruction given at the desk).
+    pub async fn staff_transfer(
+        &self,
+        caller: &Caller,
+        form: TransferForm,
+        idempotency: Option<Idempotency>,
+    ) -> ServiceResult<serde_json::Value> {
+        caller.staff(Role::Teller)?;
+        let mut problems = Vec::new();
+        let amounts = parse_amount(&mut problems, form.amount.as_deref(), form.currency.as_deref());
+        let description = check_description(&mut problems, form.description.as_deref());
+        let (Some(from), Some(to), Some(Amounts { amount, currency })) =
+            (form.from_account.clone(), form.to_account.clone(), amounts)
+        else {
+            problems.push(FieldProblem {
+                field: "to_account".into(),
+                code: "field_required",
+                detail: "from_account, to_account, amount and currency are required".into(),
+            });
+            return Err(ServiceError::Invalid(problems));
+        };
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let (debit, credit) = sql::read(&*self.db, move |tx| {
+            let mut find = |field: &str, reference: &str| {
+                resolve_account(tx, field, reference)?
+                    .and_then(|id| side(tx, id).transpose())
+                    .transpose()?
+                    .filter(|side| side.owner.is_some())
+                    .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))
+            };
+            let debit = find("from_account", &from)?;
+            let credit = find("to_account", &to)?;
+            Ok::<_, ServiceError>((debit, credit))
+        })
+        .await?;
+        if debit.currency != currency.code() || credit.currency != currency.code() {
+            return Err(ServiceError::Refused(
+                "currency_mismatch",
+                "both accounts must hold the transfer's currency".into(),
+            ));
+        }
+        if debit.id == credit.id {
+            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
+        }
+        let request = json!({"from": debit.id, "to": credit.id, "amount": amount.minor(), "currency": currency.code(),
+                             "description": description});
+        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
+        self.idempotent(caller, idempotency, async |id| {
+            let id = match id {
+                Some(id) => id,
+                None => new_id()?,
+            };
+            let mut transfer = NewTransfer::single(id, AccountId(debit.id), AccountId(credit.id), amount, currency);
+            transfer.description = description.clone();
+            let draft = caller.audit("staff.transfer", format!("transfer:{id}"), request.clone());
+            let done = self.submit(transfer, draft).await?;
+            Ok(json!(transfer_view(&done)))
+        })
+        .await
+    }
+
+    /// An account's history, newest first.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        account: i64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<Page<HistoryItem>> {
+        let view = self.account(caller, account).await?;
+        let limit = page_limit(limit)?;
+        let before = page_cursor(cursor)?;
+        let currency =
+            Currency::from_code(&view.currency).map_err(|error| ServiceError::Internal(error.to_string()))?;
+        let transfers = self.ledger.history(AccountId(account), before, limit).await?;
+        let next_cursor =
+            (transfers.len() == limit as usize).then(|| transfers.last().map(|t| t.seq.to_string())).flatten();
+        let items = transfers
+            .iter()
+            .map(|transfer| {
+                let debit = transfer.debit_account.0 == account;
+                HistoryItem {
+                    transfer: transfer_view(transfer),
+                    direction: if debit { "debit" } else { "credit" },
+                    balance_after: format_minor(
+                        i128::from(if debit { transfer.debit_balance_after } else { transfer.credit_balance_after }),
+                        currency,
+                    ),
+                }
+            })
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// All transactions, newest first, for staff; optionally one account's
+    /// or one kind's.
+    pub async fn transactions(
+        &self,
+        caller: &Caller,
+        account: Option<i64>,
+        kind: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<Page<TransferView>> {
+        caller.staff(Role::Teller)?;
+        let limit = page_limit(limit)?;
+        let before = page_cursor(cursor)?.unwrap_or(i64::MAX);
+        if let Some(kind) = kind
+            && TransferKind::parse(kind).is_none()
+        {
+            return Err(ServiceError::invalid("kind", "kind_invalid", "not a transfer kind"));
+        }
+        let kind = kind.map(str::to_owned);
+        let rows = sql::read(&*self.db, move |tx| {
+            tx.query(
+                "SELECT seq, id, debit_account_id, credit_account_id, amount, currency, kind, state, description, \
+                 created_at_us FROM transfers WHERE seq < $1 AND ($2 = 0 OR debit_account_id = $2 OR credit_account_id = $2) \
+                 AND ($3 = '' OR kind = $3) ORDER BY seq DESC LIMIT $4",
+                &[
+                    Value::Int(before),
+                    Value::Int(account.unwrap_or(0)),
+                    Value::from(kind.clone().unwrap_or_default()),
+                    Value::Int(i64::from(limit)),
+                ],
+            )
+        })
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last_seq = None;
+        for row in &rows {
+            let currency =
+                Currency::from_code(&row.text(5)?).map_err(|error| ServiceError::Internal(error.to_string()))?;
+            let id: [u8; 16] = row
+                .blob(1)?
+                .try_into()
+                .map_err(|_| ServiceError::Internal("a stored transfer id is not 16 bytes".into()))?;
+            last_seq = Some(row.int(0)?);
+            items.push(TransferView {
+                id: TransferId::from_bytes(id).to_string(),
+                debit_account: row.int(2)?,
+                credit_account: row.int(3)?,
+                amount: Amount::from_minor(row.int(4)?).format(currency),
+                currency: currency.code().into(),
+                kind: row.text(6)?,
+                state: row.text(7)?,
+                description: row.text(8)?,
+                created_at: rfc3339(row.int(9)?),
+            });
+        }
+        let next_cursor = (items.len() == limit as usize).then(|| last_seq.map(|s| s.to_string())).flatten();
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,248 @@
+//! `kassa serve`, `kassa staff add`, `kassa audit verify`, `kassa config
+//! default`: the bank as people use it.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kassa_ledger::{Ledger, LedgerConfig};
+use kassa_service::people::StaffForm;
+use kassa_service::{Bank, Caller};
+use kassa_store::sql::Database;
+use kassa_store::{DatabaseUrl, LedgerStore};
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A kassa.toml to read (default: ./kassa.toml if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The data directory (database, TLS certificate, secrets).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The HTTP address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The terminal (ATM) address.
+    #[arg(long)]
+    pub terminal_listen: Option<String>,
+    /// Accept a non-loopback listen address behind a reverse proxy.
+    #[arg(long)]
+    pub behind_proxy: bool,
+    /// Seed a few customers, accounts and transfers to look at.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Loads the configuration layers: defaults, kassa.toml, KASSA_*, flags.
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), crate::config::process_env()?)?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(url) = &args.database_url {
+        config.database_url = Some(url.clone());
+    }
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(listen) = &args.terminal_listen {
+        config.terminal_listen = listen.clone();
+    }
+    if args.behind_proxy {
+        config.behind_proxy = true;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Opens the store a URL names, as both the ledger's store and the
+/// services' database.
+pub async fn open_both(url: &str, pool_size: usize) -> anyhow::Result<(Arc<dyn LedgerStore>, Arc<dyn Database>)> {
+    Ok(match DatabaseUrl::parse(url)? {
+        DatabaseUrl::Sqlite(path) => {
+            let store = kassa_store_sqlite::SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening the SQLite database {}", path.display()))?;
+            (Arc::new(store.clone()), Arc::new(store))
+        }
+        DatabaseUrl::Postgres(url) => {
+            let store = kassa_store_postgres::PostgresStore::connect(&url, pool_size)
+                .await
+                .context("connecting to PostgreSQL")?;
+            (Arc::new(store.clone()), Arc::new(store))
+        }
+    })
+}
+
+/// Opens the data directory and the bank's services.
+pub async fn open_bank(config: &Config) -> anyhow::Result<(DataDir, Bank)> {
+    let data_dir = DataDir::open_or_create(&config.data_dir)?;
+    let token_key = data_dir.token_key(config.token_key_file())?;
+    let (store, db) = open_both(&config.database_url(), 16).await?;
+    let ledger = Ledger::start(store, LedgerConfig::default());
+    let bank = Bank::start(db, ledger, config.settings(token_key)).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok((data_dir, bank))
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KASSA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.clone()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if config.log.format == crate::config::LogFormat::Json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    init_logs(&config);
+    let (data_dir, bank) = open_bank(&config).await?;
+    if data_dir.ensure_tls(&config.bank.name, &[])? {
+        println!("Generated a local CA and server certificate in {}", data_dir.tls_dir().display());
+    }
+    let _expiry = bank.ledger().spawn_expiry(Duration::from_secs(1));
+    if let Some((password, totp_uri)) = bank.ensure_first_admin().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        data_dir.write_admin_password(&password)?;
+        println!("First admin created: login `admin`, password {password}");
+        println!("  (also written to {}, mode 0600; shown only this once)", data_dir.admin_password_path().display());
+        println!("  TOTP for the admin's authenticator app: {totp_uri}");
+    }
+    if args.demo {
+        crate::demo::seed(&bank).await?;
+    }
+    let trusted: Vec<IpAddr> = config.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect();
+    let state = kassa_http::AppState {
+        bank: bank.clone(),
+        metrics: Arc::default(),
+        trusted_proxies: Arc::new(trusted),
+        body_max_bytes: config.limits.request_body_max_bytes,
+    };
+    let app = kassa_http::router(state);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    println!("{} is open: http://{address}/api/v1 (database: {})", config.bank.name, bank.store().backend());
+    tracing::info!(%address, "listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped: in-flight requests drained");
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and waits for
+/// the requests in flight.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StaffAddArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[arg(long)]
+    pub login: String,
+    #[arg(long)]
+    pub role: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    /// Require a TOTP second factor (always on for admins).
+    #[arg(long)]
+    pub totp: bool,
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn staff_add(args: StaffAddArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.serve)?;
+    let mut password = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut password).context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    let (_, bank) = open_bank(&config).await?;
+    let created = bank
+        .create_staff(
+            &Caller::anonymous("cli"),
+            StaffForm {
+                login: Some(args.login),
+                name: args.name,
+                role: Some(args.role),
+                password: Some(password),
+                totp: Some(args.totp),
+            },
+        )
+        .await;
+    match created {
+        Ok(created) => {
+            println!(
+                "Created staff user {} ({}), id {}",
+                created.staff.login,
+                created.staff.role.as_str(),
+                created.staff.id
+            );
+            if let Some(uri) = created.totp_uri {
+                println!("TOTP for the authenticator app (shown once): {uri}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {} ({})", error, error.code());
+            if let kassa_service::ServiceError::Invalid(problems) = &error {
+                for problem in problems {
+                    eprintln!("  {}: {} ({})", problem.field, problem.detail, problem.code);
+                }
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn audit_verify(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    let (_, bank) = open_bank(&config).await?;
+    let report = bank.verify_journal(&Caller::anonymous("cli")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("audit journal: {} chains, {} events", report.chains, report.events);
+    if report.problems.is_empty() {
+        println!("ok: every chain is intact up to its anchored head");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &report.problems {
+        println!("TAMPERED: {problem}");
+    }
+    Ok(ExitCode::from(1))
+}
