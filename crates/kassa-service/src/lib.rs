@@ -96,12 +96,17 @@ impl Caller {
         match &self.user {
             Some(SignedIn { id, role: Role::Customer, .. }) => format!("customer:{id}"),
             Some(SignedIn { id, .. }) => format!("staff:{id}"),
+            None if self.origin == "cli" => "system".into(),
             None => "anonymous".into(),
         }
     }
 
     pub fn role_name(&self) -> &'static str {
-        self.user.as_ref().map_or("anonymous", |user| user.role.as_str())
+        match &self.user {
+            Some(user) => user.role.as_str(),
+            None if self.origin == "cli" => "system",
+            None => "anonymous",
+        }
     }
 
     /// A journal entry by this caller; the outcome defaults to `ok`.

@@ -332,7 +332,7 @@ impl Bank {
         if debit.id == credit.id {
             return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
         }
-        let request = json!({"from": debit.id, "to": credit.id, "amount": amount.minor(), "currency": currency.code(),
+        let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
         let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
         self.idempotent(caller, idempotency, async |id| {
@@ -430,7 +430,7 @@ impl Bank {
             (customer.id, cash, TransferKind::Withdrawal)
         };
         let action = if deposit { "cash.deposit" } else { "cash.withdrawal" };
-        let request = json!({"account": customer.id, "amount": amount.minor(), "currency": currency.code(),
+        let request = json!({"account": customer.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
         let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
         self.idempotent(caller, idempotency, async |id| {
@@ -495,7 +495,7 @@ impl Bank {
         if debit.id == credit.id {
             return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
         }
-        let request = json!({"from": debit.id, "to": credit.id, "amount": amount.minor(), "currency": currency.code(),
+        let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
         let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
         self.idempotent(caller, idempotency, async |id| {
