@@ -68,6 +68,8 @@ fn read_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
             Type::INT8 => row.try_get::<_, Option<i64>>(index).map_err(bad)?.into(),
             Type::BOOL => row.try_get::<_, Option<bool>>(index).map_err(bad)?.map(i64::from).into(),
             Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index).map_err(bad)?.into(),
+            // A function called for its effect (pg_advisory_xact_lock).
+            Type::VOID => Value::Null,
             Type::UUID => {
                 row.try_get::<_, Option<uuid::Uuid>>(index).map_err(bad)?.map(|id| id.as_bytes().to_vec()).into()
             }

@@ -1,0 +1,762 @@
+//! The HTTP API end to end: a real server on a random port, real HTTP
+//! requests, on SQLite and on PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    missing_debug_implementations
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use kassa_http::AppState;
+use kassa_http::openapi::{Access, ROUTES};
+use kassa_ledger::{Ledger, LedgerConfig};
+use kassa_service::crypto::{Claims, TokenKeys, totp};
+use kassa_service::people::StaffForm;
+use kassa_service::{Bank, BankIdentity, Caller, SecretBytes, Settings};
+use kassa_store::LedgerStore;
+use kassa_store::sql::Database;
+use kassa_testkit::postgres::TempPostgres;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+const PASSWORD: &str = "correct horse battery";
+const TELLER_PASSWORD: &str = "desk secret phrase 1";
+const MANAGER_PASSWORD: &str = "boss secret phrase 1";
+const ADMIN_PASSWORD: &str = "root secret phrase 1";
+const KEY: u8 = 7;
+
+#[allow(dead_code)]
+enum Guard {
+    Dir(tempfile::TempDir),
+    Postgres(TempPostgres),
+}
+
+struct App {
+    engine: Engine,
+    base: String,
+    client: reqwest::Client,
+    teller: String,
+    manager: String,
+    admin: String,
+    server: tokio::task::JoinHandle<()>,
+    _guard: Guard,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// The top-level code and every field problem's code.
+    fn codes(&self) -> Vec<String> {
+        let mut all = vec![self.code().to_owned()];
+        if let Some(problems) = self.body["problems"].as_array() {
+            all.extend(problems.iter().filter_map(|p| p["code"].as_str().map(str::to_owned)));
+        }
+        all
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    let mut bits: u64 = 0;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => continue,
+        };
+        bits = (bits << 5) | u64::from(value);
+        count += 5;
+        if count >= 8 {
+            count -= 8;
+            out.push(((bits >> count) & 0xff) as u8);
+        }
+    }
+    out
+}
+
+async fn spawn_app(engine: Engine) -> Option<App> {
+    let (store, db, guard): (Arc<dyn LedgerStore>, Arc<dyn Database>, Guard) = match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = kassa_store_sqlite::SqliteStore::open(dir.path().join("kassa.db")).await.unwrap();
+            (Arc::new(store.clone()), Arc::new(store), Guard::Dir(dir))
+        }
+        Engine::Postgres => {
+            let database = TempPostgres::create().await?;
+            let store = kassa_store_postgres::PostgresStore::connect(database.url(), 16).await.unwrap();
+            (Arc::new(store.clone()), Arc::new(store), Guard::Postgres(database))
+        }
+    };
+    let ledger = Ledger::start(store, LedgerConfig::default());
+    let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![KEY; 32]));
+    settings.argon2_memory_kib = 1024;
+    let bank = Bank::start(db, ledger, settings).await.unwrap();
+    let cli = Caller::anonymous("cli");
+    for (login, role, password) in [("teller", "teller", TELLER_PASSWORD), ("manager", "manager", MANAGER_PASSWORD)] {
+        bank.create_staff(
+            &cli,
+            StaffForm {
+                login: Some(login.into()),
+                name: Some(format!("The {login}")),
+                role: Some(role.into()),
+                password: Some(password.into()),
+                totp: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let admin = bank
+        .create_staff(
+            &cli,
+            StaffForm {
+                login: Some("admin".into()),
+                name: Some("The admin".into()),
+                role: Some("admin".into()),
+                password: Some(ADMIN_PASSWORD.into()),
+                totp: Some(true),
+            },
+        )
+        .await
+        .unwrap();
+    let state = AppState {
+        bank,
+        metrics: Arc::new(kassa_http::Metrics::default()),
+        trusted_proxies: Arc::new(Vec::new()),
+        body_max_bytes: 64 * 1024,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, kassa_http::router(state).into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    let mut app = App {
+        engine,
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        teller: String::new(),
+        manager: String::new(),
+        admin: String::new(),
+        server,
+        _guard: guard,
+    };
+    app.teller = app.login_ok("teller", TELLER_PASSWORD, None).await;
+    app.manager = app.login_ok("manager", MANAGER_PASSWORD, None).await;
+    let uri = admin.totp_uri.expect("an admin has TOTP");
+    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
+    let code = totp::code_at(&base32_decode(secret), now());
+    app.admin = app.login_ok("admin", ADMIN_PASSWORD, Some(&code)).await;
+    Some(app)
+}
+
+struct Customer {
+    id: i64,
+    token: String,
+    refresh: String,
+    phone: String,
+}
+
+fn registration(n: u32) -> Value {
+    let (first, last) =
+        [("Ivan", "Petrov"), ("Anna", "Ivanova"), ("Olga", "Sidorova"), ("Pavel", "Kozlov")][(n as usize + 3) % 4];
+    let phone = match n {
+        1 => "+375291234567".to_owned(),
+        2 => "+375297654321".to_owned(),
+        _ => format!("+3752911100{n:02}"),
+    };
+    json!({
+        "first_name": first, "last_name": last, "phone": phone, "email": format!("c{n}@example.com"),
+        "password": PASSWORD, "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
+    })
+}
+
+impl App {
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.answer(request).await
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body, headers }
+    }
+
+    /// Sends a JSON request over a plain socket, ignoring write errors, and
+    /// returns the status and body the server sent.
+    async fn raw(&self, method: &Method, path: &str, token: &str, body: &[u8]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body).await;
+        let mut text = Vec::new();
+        let _ = stream.read_to_end(&mut text).await;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, body)| {
+            serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
+        });
+        Answer { status, body, headers: reqwest::header::HeaderMap::new() }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn login(&self, login: &str, password: &str, totp: Option<&str>) -> Answer {
+        self.post("/api/v1/auth/login", None, json!({"login": login, "password": password, "totp": totp})).await
+    }
+
+    async fn login_ok(&self, login: &str, password: &str, totp: Option<&str>) -> String {
+        let answer = self.login(login, password, totp).await;
+        assert_eq!(answer.status, 200, "{:?}: login {login}: {}", self.engine, answer.body);
+        assert_eq!(answer.body["password_change_required"], false, "{login}");
+        answer.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn register(&self, n: u32) -> Customer {
+        let answer = self.post("/api/v1/auth/register", None, registration(n)).await;
+        assert_eq!(answer.status, 201, "{:?}: register {n}: {}", self.engine, answer.body);
+        Customer {
+            id: answer.body["customer"]["id"].as_i64().unwrap(),
+            token: answer.body["access_token"].as_str().unwrap().to_owned(),
+            refresh: answer.body["refresh_token"].as_str().unwrap().to_owned(),
+            phone: answer.body["customer"]["phone"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn open_account(&self, token: &str) -> Value {
+        let answer = self.post("/api/v1/accounts", Some(token), open_form()).await;
+        assert_eq!(answer.status, 201, "{:?}: open account: {}", self.engine, answer.body);
+        answer.body
+    }
+
+    async fn deposit(&self, account: &Value, amount: &str) {
+        let answer = self
+            .post(
+                "/api/v1/staff/cash/deposits",
+                Some(&self.teller),
+                json!({"account": account["number"], "amount": amount, "currency": "BYN"}),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{:?}: deposit: {}", self.engine, answer.body);
+    }
+
+    async fn account(&self, token: &str, id: i64) -> Value {
+        let answer = self.get(&format!("/api/v1/accounts/{id}"), token).await;
+        assert_eq!(answer.status, 200, "{:?}: account {id}: {}", self.engine, answer.body);
+        answer.body
+    }
+
+    async fn balance(&self, token: &str, id: i64) -> String {
+        self.account(token, id).await["balance"].as_str().unwrap().to_owned()
+    }
+
+    async fn transfer(&self, token: &str, from: i64, to_phone: &str, amount: &str) -> Answer {
+        self.post(
+            "/api/v1/transfers",
+            Some(token),
+            json!({"from_account": from.to_string(), "to_phone": to_phone, "amount": amount, "currency": "BYN"}),
+        )
+        .await
+    }
+}
+
+fn open_form() -> Value {
+    json!({"kind": "current", "currency": "BYN", "consents": [{"document": "terms", "version": "2026-01"}]})
+}
+
+fn id_of(account: &Value) -> i64 {
+    account["id"].as_i64().unwrap()
+}
+
+fn method_of(route: &kassa_http::openapi::RouteDoc) -> Method {
+    Method::from_bytes(route.method.as_str().as_bytes()).unwrap()
+}
+
+/// A plausible body for a route's schema, so that only the access check can
+/// refuse the request.
+fn plausible_body(schema: Option<&str>) -> Option<Value> {
+    schema.map(|schema| match schema {
+        "Status" => json!({"status": "blocked"}),
+        "Transfer" => json!({"from_account": "1", "to_account": "2", "amount": "1.00", "currency": "BYN"}),
+        "Cash" => json!({"account": "1", "amount": "1.00", "currency": "BYN"}),
+        "OpenAccount" => open_form(),
+        "StaffUser" => json!({"login": "newteller", "role": "teller", "password": "a long password 123"}),
+        "Product" => json!({"code": "x", "kind": "current", "name": "X", "currencies": ["BYN"]}),
+        _ => json!({}),
+    })
+}
+
+// ------------------------------------------------------------------ tests
+
+/// Runs a scenario as two tests, `<name>::sqlite` and `<name>::postgres`, so
+/// that a bug on one engine doesn't hide the other's result.
+macro_rules! on_both_engines {
+    ($name:ident $(, sqlite: #[$sqlite:meta])? $(, postgres: #[$postgres:meta])?) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$sqlite])?
+            async fn sqlite() {
+                super::$name(super::Engine::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$postgres])?
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await;
+            }
+        }
+    };
+}
+
+on_both_engines!(readme_tour);
+on_both_engines!(money_rules);
+on_both_engines!(authorization_matrix);
+on_both_engines!(every_documented_route_is_served);
+on_both_engines!(mass_assignment_is_ignored);
+on_both_engines!(forged_and_revoked_tokens_are_refused);
+on_both_engines!(sign_in_is_throttled_per_login);
+on_both_engines!(bad_input_is_always_a_4xx);
+on_both_engines!(idempotent_transfers_move_money_once);
+
+async fn readme_tour(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        let b = app.register(2).await;
+        // Opening needs the consents.
+        let refused = app.post("/api/v1/accounts", Some(&a.token), json!({"kind": "current", "currency": "BYN"})).await;
+        assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+        assert!(refused.codes().iter().any(|c| c == "consent_required"), "{engine:?}: {}", refused.body);
+        let account_a = app.open_account(&a.token).await;
+        let account_b = app.open_account(&b.token).await;
+        assert_eq!(account_a["balance"], "0.00");
+        app.deposit(&account_a, "100.00").await;
+        assert_eq!(app.balance(&a.token, id_of(&account_a)).await, "100.00");
+
+        let recipient = app.get("/api/v1/recipients?phone=%2B375297654321&currency=BYN", &a.token).await;
+        assert_eq!(recipient.status, 200, "{engine:?}: {}", recipient.body);
+        assert_eq!(recipient.body["name"], "Anna I.", "{engine:?}: {}", recipient.body);
+        assert!(!recipient.body.to_string().contains("Ivanova"), "{}", recipient.body);
+
+        let sent = app.transfer(&a.token, id_of(&account_a), &b.phone, "25.50").await;
+        assert_eq!(sent.status, 201, "{engine:?}: {}", sent.body);
+        assert_eq!(app.balance(&a.token, id_of(&account_a)).await, "74.50");
+        assert_eq!(app.balance(&b.token, id_of(&account_b)).await, "25.50");
+
+        let first = app.get(&format!("/api/v1/accounts/{}/transactions?limit=1", id_of(&account_a)), &a.token).await;
+        assert_eq!(first.status, 200, "{engine:?}: {}", first.body);
+        assert_eq!(first.body["items"].as_array().unwrap().len(), 1);
+        assert_eq!(first.body["items"][0]["amount"], "25.50", "{}", first.body);
+        let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
+        let second = app
+            .get(&format!("/api/v1/accounts/{}/transactions?limit=1&cursor={cursor}", id_of(&account_a)), &a.token)
+            .await;
+        assert_eq!(second.status, 200, "{engine:?}: {}", second.body);
+        assert_eq!(second.body["items"][0]["amount"], "100.00", "{}", second.body);
+
+        let audit = app.get("/api/v1/staff/audit?limit=200", &app.manager).await;
+        assert_eq!(audit.status, 200, "{engine:?}: {}", audit.body);
+        let actions: Vec<&str> =
+            audit.body["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+        for action in ["customer.register", "cash.deposit", "transfer.create"] {
+            assert!(actions.contains(&action), "{engine:?}: {action} missing from {actions:?}");
+        }
+        let verify = app.get("/api/v1/staff/audit/verify", &app.manager).await;
+        assert_eq!(verify.status, 200, "{engine:?}: {}", verify.body);
+        assert_eq!(verify.body["ok"], true, "{engine:?}: {}", verify.body);
+    }
+}
+
+async fn money_rules(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        let b = app.register(2).await;
+        let account_a = app.open_account(&a.token).await;
+        app.open_account(&b.token).await;
+        app.deposit(&account_a, "10.00").await;
+        let id = id_of(&account_a);
+
+        let poor = app.transfer(&a.token, id, &b.phone, "50.00").await;
+        assert_eq!((poor.status, poor.code()), (422, "insufficient_funds"), "{engine:?}: {}", poor.body);
+        let decimals = app.transfer(&a.token, id, &b.phone, "1.001").await;
+        assert_eq!(decimals.status, 422, "{engine:?}: {}", decimals.body);
+        assert!(decimals.codes().iter().any(|c| c == "amount_too_many_decimals"), "{engine:?}: {}", decimals.body);
+        let exponent = app.transfer(&a.token, id, &b.phone, "1e3").await;
+        assert_eq!(exponent.status, 422, "{engine:?}: {}", exponent.body);
+        assert!(exponent.codes().iter().any(|c| c == "amount_exponent_notation"), "{engine:?}: {}", exponent.body);
+        assert_eq!(app.balance(&a.token, id).await, "10.00");
+
+        let not_empty = app.send(Method::DELETE, &format!("/api/v1/accounts/{id}"), Some(&a.token), None).await;
+        assert_eq!((not_empty.status, not_empty.code()), (409, "account_not_empty"), "{engine:?}: {}", not_empty.body);
+        let spare = app.open_account(&a.token).await;
+        let closed =
+            app.send(Method::DELETE, &format!("/api/v1/accounts/{}", id_of(&spare)), Some(&a.token), None).await;
+        assert_eq!(closed.status, 200, "{engine:?}: {}", closed.body);
+        assert_eq!(closed.body["status"], "closed");
+
+        let blocked = app
+            .send(
+                Method::PUT,
+                &format!("/api/v1/staff/accounts/{id}/status"),
+                Some(&app.manager),
+                Some(json!({"status": "blocked"})),
+            )
+            .await;
+        assert_eq!(blocked.status, 200, "{engine:?}: {}", blocked.body);
+        let refused = app.transfer(&a.token, id, &b.phone, "1.00").await;
+        assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+        assert_eq!(app.balance(&a.token, id).await, "10.00");
+
+        let c = app.register(3).await;
+        for _ in 0..8 {
+            app.open_account(&c.token).await;
+        }
+        let ninth = app.post("/api/v1/accounts", Some(&c.token), open_form()).await;
+        assert_eq!(ninth.status, 422, "{engine:?}: {}", ninth.body);
+        assert!(ninth.codes().iter().any(|c| c == "account_limit_reached"), "{engine:?}: {}", ninth.body);
+    }
+}
+
+async fn authorization_matrix(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        let b = app.register(2).await;
+        let account_a = app.open_account(&a.token).await;
+        app.open_account(&b.token).await;
+        app.deposit(&account_a, "40.00").await;
+        let id = id_of(&account_a);
+        for route in ROUTES {
+            let method = method_of(route);
+            let path = route.path.replace("{id}", &id.to_string());
+            let body = plausible_body(route.body);
+            let what = format!("{engine:?}: {} {}", route.method, route.path);
+            if route.access == Access::Customer && route.path.contains("{id}") {
+                let body = if method == Method::PATCH { Some(json!({"nickname": "mine now"})) } else { body.clone() };
+                let answer = app.send(method.clone(), &path, Some(&b.token), body).await;
+                assert_eq!(answer.status, 404, "{what}: another customer's account: {}", answer.body);
+            }
+            if matches!(route.access, Access::Teller | Access::Manager | Access::Admin) {
+                let answer = app.send(method.clone(), &path, Some(&a.token), body.clone()).await;
+                assert_eq!(answer.status, 403, "{what}: customer token: {}", answer.body);
+            }
+            if route.access == Access::Admin {
+                let answer = app.send(method.clone(), &path, Some(&app.teller), body.clone()).await;
+                assert_eq!(answer.status, 403, "{what}: teller token: {}", answer.body);
+            }
+            if route.access != Access::Anyone {
+                let answer = app.send(method.clone(), &path, None, body.clone()).await;
+                assert_eq!(answer.status, 401, "{what}: no token: {}", answer.body);
+            }
+        }
+        let after = app.account(&a.token, id).await;
+        assert_eq!(after["balance"], "40.00", "{engine:?}");
+        assert_eq!(after["status"], "active", "{engine:?}");
+        assert_eq!(after["owner"], a.id, "{engine:?}");
+        assert_ne!(after["nickname"], "mine now", "{engine:?}");
+    }
+}
+
+async fn every_documented_route_is_served(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        for route in ROUTES {
+            let path = route.path.replace("{id}", "1");
+            let answer = app.send(method_of(route), &path, None, plausible_body(route.body)).await;
+            let unserved = answer.status == 405 || (answer.status == 404 && answer.body["detail"] == "no such route");
+            assert!(!unserved, "{engine:?}: {} {} is not served: {}", route.method, route.path, answer.body);
+        }
+    }
+}
+
+async fn mass_assignment_is_ignored(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let mut form = registration(1);
+        let extra = json!({"role": "admin", "status": "blocked", "balance": "1000", "id": 999});
+        for (key, value) in extra.as_object().unwrap() {
+            form[key] = value.clone();
+        }
+        let answer = app.post("/api/v1/auth/register", None, form).await;
+        assert_eq!(answer.status, 201, "{engine:?}: {}", answer.body);
+        assert_eq!(answer.body["customer"]["status"], "active", "{engine:?}: {}", answer.body);
+        let token = answer.body["access_token"].as_str().unwrap().to_owned();
+        let me_id = answer.body["customer"]["id"].as_i64().unwrap();
+        let staff = app.get("/api/v1/staff/customers", &token).await;
+        assert_eq!(staff.status, 403, "{engine:?}: {}", staff.body);
+        let admin = app.get("/api/v1/admin/settings", &token).await;
+        assert_eq!(admin.status, 403, "{engine:?}: {}", admin.body);
+        let me = app.get("/api/v1/me", &token).await;
+        assert_eq!(me.status, 200, "{engine:?}: {}", me.body);
+
+        let mut open = open_form();
+        open["balance"] = json!("1000");
+        open["owner"] = json!(999);
+        open["status"] = json!("active");
+        let opened = app.post("/api/v1/accounts", Some(&token), open).await;
+        assert_eq!(opened.status, 201, "{engine:?}: {}", opened.body);
+        assert_eq!(opened.body["balance"], "0.00", "{engine:?}: {}", opened.body);
+        assert_eq!(opened.body["owner"], me_id, "{engine:?}: {}", opened.body);
+        let again = app.account(&token, id_of(&opened.body)).await;
+        assert_eq!(again["balance"], "0.00");
+    }
+}
+
+fn claims_of(token: &str) -> Claims {
+    TokenKeys::new(vec![KEY; 32], "kassa", "kassa-api").verify(token, now()).expect("a token the server signed")
+}
+
+async fn forged_and_revoked_tokens_are_refused(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        assert_eq!(app.get("/api/v1/me", &a.token).await.status, 200);
+        let claims = claims_of(&a.token);
+        let right = TokenKeys::new(vec![KEY; 32], "kassa", "kassa-api");
+
+        let mut forged = Vec::new();
+        forged.push(("garbage", "garbage".to_owned()));
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        forged.push(("alg none", format!("{header}.{payload}.")));
+        forged.push(("other key", TokenKeys::new(vec![9; 32], "kassa", "kassa-api").sign(&claims).unwrap()));
+        let mut expired = claims.clone();
+        expired.iat = now() - 2000;
+        expired.exp = now() - 1000;
+        forged.push(("expired", right.sign(&expired).unwrap()));
+        let mut audience = claims.clone();
+        audience.aud = "somebody-else".into();
+        forged.push(("wrong audience", right.sign(&audience).unwrap()));
+        let mut admin = claims.clone();
+        admin.role = "admin".into();
+        admin.sub = "staff:1".into();
+        forged
+            .push(("role changed, other key", TokenKeys::new(vec![9; 32], "kassa", "kassa-api").sign(&admin).unwrap()));
+        for (what, token) in forged {
+            let answer = app.get("/api/v1/me", &token).await;
+            assert_eq!(answer.status, 401, "{engine:?}: {what}: {}", answer.body);
+        }
+
+        // Logout ends the session for the access token too.
+        let out = app.post("/api/v1/auth/logout", Some(&a.token), json!({})).await;
+        assert_eq!(out.status, 204, "{engine:?}: {}", out.body);
+        let after = app.get("/api/v1/me", &a.token).await;
+        assert_eq!((after.status, after.code()), (401, "session_revoked"), "{engine:?}: {}", after.body);
+
+        // Refresh rotation: a reused refresh token ends the family.
+        let b = app.register(2).await;
+        let first = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": b.refresh})).await;
+        assert_eq!(first.status, 200, "{engine:?}: {}", first.body);
+        let newest = first.body["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(app.get("/api/v1/me", &newest).await.status, 200);
+        let reused = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": b.refresh})).await;
+        assert_eq!((reused.status, reused.code()), (401, "refresh_token_reused"), "{engine:?}: {}", reused.body);
+        let refused = app.get("/api/v1/me", &newest).await;
+        assert_eq!(refused.status, 401, "{engine:?}: newest access token after reuse: {}", refused.body);
+        let _ = &b.token;
+    }
+}
+
+async fn sign_in_is_throttled_per_login(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        app.register(2).await;
+        let unknown = app.login("+375299999999", "wrong password 123", None).await;
+        let wrong = app.login(&a.phone, "wrong password 123", None).await;
+        assert_eq!((unknown.status, unknown.code()), (401, "invalid_credentials"), "{engine:?}: {}", unknown.body);
+        assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"), "{engine:?}: {}", wrong.body);
+        let mut statuses = Vec::new();
+        let mut last = None;
+        for _ in 0..11 {
+            let answer = app.login(&a.phone, "wrong password 123", None).await;
+            statuses.push(answer.status);
+            last = Some(answer);
+        }
+        let last = last.unwrap();
+        assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{engine:?}: {statuses:?}");
+        assert_eq!(last.status, 429, "{engine:?}: {statuses:?}: {}", last.body);
+        let retry: u64 = last.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(retry >= 1, "{engine:?}");
+        // Even the right password is refused while throttled.
+        let right = app.login(&a.phone, PASSWORD, None).await;
+        assert_eq!(right.status, 429, "{engine:?}: {}", right.body);
+        // Another customer from the same address is not locked out.
+        let other = app.login("+375297654321", PASSWORD, None).await;
+        assert_eq!(other.status, 200, "{engine:?}: {}", other.body);
+    }
+}
+
+async fn bad_input_is_always_a_4xx(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        let b = app.register(2).await;
+        let account_a = app.open_account(&a.token).await;
+        app.open_account(&b.token).await;
+        app.deposit(&account_a, "100.00").await;
+        let id = id_of(&account_a);
+        let number = account_a["number"].as_str().unwrap().to_owned();
+        let mut payloads: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("not json", b"this is not json".to_vec(), true),
+            ("array", b"[]".to_vec(), true),
+            ("wrong types", br#"{"amount": 5, "from_account": 5, "account": 5, "status": 5, "login": 5, "password": 5, "phone": 5, "first_name": 5, "email": 5, "kind": 5, "nickname": 5, "is_default": "yes", "sms_per_transaction": "no", "email_per_transaction": 1, "on_login": [], "refresh_token": 5, "current_password": 5, "new_password": 5, "code": 5, "name": 5, "role": 5, "consents": "all", "currencies": "BYN"}"#.to_vec(), true),
+            ("deep nesting", "[".repeat(10_000).into_bytes(), true),
+            ("deep objects", "{\"a\":".repeat(10_000).into_bytes(), true),
+            ("huge", format!("{{\"amount\":\"{}\"}}", "1".repeat(1 << 20)).into_bytes(), true),
+            ("null", b"null".to_vec(), true),
+        ];
+        let unicode = json!({"amount": "١٢٣", "currency": "BYN", "account": number, "from_account": id.to_string(),
+            "to_phone": b.phone, "status": "blocked"});
+        payloads.push(("unicode digits", serde_json::to_vec(&unicode).unwrap(), true));
+        let valid = json!({"amount": "1.00", "currency": "BYN", "account": number, "from_account": id.to_string(),
+            "to_phone": b.phone});
+        payloads.push(("no content type", serde_json::to_vec(&valid).unwrap(), false));
+        for route in ROUTES {
+            let method = method_of(route);
+            if route.body.is_none() || !matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+                continue;
+            }
+            let token = match route.access {
+                Access::Admin => &app.admin,
+                Access::Teller | Access::Manager => &app.manager,
+                _ => &a.token,
+            };
+            let path = route.path.replace("{id}", &id.to_string());
+            for (what, bytes, json_type) in &payloads {
+                // Only the money routes read an amount; elsewhere the field
+                // is unknown and ignored.
+                if *what == "unicode digits" && !matches!(route.body, Some("Transfer" | "Cash")) {
+                    continue;
+                }
+                let mut request = app
+                    .client
+                    .request(method.clone(), format!("{}{path}", app.base))
+                    .bearer_auth(token)
+                    .body(bytes.clone());
+                if *json_type {
+                    request = request.header("content-type", "application/json");
+                }
+                let answer = if bytes.len() > 64 * 1024 {
+                    // The server answers before reading all of a body this
+                    // large and closes the connection, which reqwest reports
+                    // as an error while it is still writing: read the status
+                    // line over a plain socket instead.
+                    app.raw(&method, &path, token, bytes).await
+                } else {
+                    app.answer(request).await
+                };
+                assert!(
+                    (400..500).contains(&answer.status),
+                    "{engine:?}: {} {} with {what}: {} {}",
+                    route.method,
+                    route.path,
+                    answer.status,
+                    answer.body
+                );
+            }
+        }
+        assert_eq!(app.balance(&a.token, id).await, "100.00", "{engine:?}");
+        assert_eq!(app.get("/api/v1/me", &a.token).await.status, 200, "{engine:?}: the customer is still signed in");
+    }
+}
+
+async fn idempotent_transfers_move_money_once(engine: Engine) {
+    {
+        let Some(app) = spawn_app(engine).await else { return };
+        let a = app.register(1).await;
+        let b = app.register(2).await;
+        let account_a = app.open_account(&a.token).await;
+        let account_b = app.open_account(&b.token).await;
+        app.deposit(&account_a, "100.00").await;
+        let id = id_of(&account_a);
+        let form = json!({"from_account": id.to_string(), "to_phone": b.phone, "amount": "1.25", "currency": "BYN"});
+        let url = format!("{}/api/v1/transfers", app.base);
+        let mut handles = Vec::new();
+        for _ in 0..50 {
+            let request =
+                app.client.post(&url).bearer_auth(&a.token).header("Idempotency-Key", "tour-key-1").json(&form);
+            handles.push(tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            }));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for handle in handles {
+            let (status, body) = handle.await.unwrap();
+            assert_eq!(status, 201, "{engine:?}: {body}");
+            ids.insert(body["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 1, "{engine:?}: {ids:?}");
+        assert_eq!(app.balance(&a.token, id).await, "98.75", "{engine:?}");
+        assert_eq!(app.balance(&b.token, id_of(&account_b)).await, "1.25", "{engine:?}");
+
+        let mut changed = form.clone();
+        changed["amount"] = json!("2.00");
+        let reused = app
+            .answer(app.client.post(&url).bearer_auth(&a.token).header("Idempotency-Key", "tour-key-1").json(&changed))
+            .await;
+        assert_eq!((reused.status, reused.code()), (422, "idempotency_key_reused"), "{engine:?}: {}", reused.body);
+        assert_eq!(app.balance(&a.token, id).await, "98.75", "{engine:?}");
+    }
+}
