@@ -87,9 +87,13 @@ async fn migrations_are_idempotent_and_safe_to_race() -> TestResult {
     let store = connect(&db).await?;
     assert_eq!(store.backend(), "postgres");
     let client = raw_client(&db).await?;
-    let versions: Vec<i64> =
-        client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|row| row.get(0)).collect();
-    assert_eq!(versions, vec![1]);
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2], "each migration recorded exactly once");
     Ok(())
 }
 
