@@ -158,6 +158,18 @@ pub(crate) fn resolve_account(tx: &mut dyn Tx, field: &str, reference: &str) -> 
 
 /// Makes sure the bank's system accounts and default products exist.
 pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
+    // Usually everything is there already: a read keeps a restart (or
+    // `kassa audit verify`) from writing anything.
+    let expected = i64::try_from(Currency::ALL.len() * SYSTEM_KINDS.len()).unwrap_or(i64::MAX);
+    let complete = sql::read(&*bank.db, move |tx| {
+        let system = tx.query_one("SELECT COUNT(*) FROM system_accounts", &[])?.int(0)?;
+        let products = tx.query_opt("SELECT 1 FROM products LIMIT 1", &[])?.is_some();
+        Ok::<_, StoreError>(system == expected && products)
+    })
+    .await?;
+    if complete {
+        return Ok(());
+    }
     let profile = bank.profile.clone();
     let bank_code = bank.settings.bank.bank_code.clone();
     let now = now_us();

@@ -456,11 +456,13 @@ impl Bank {
         let session = session.to_owned();
         let presented = crypto::sha256(refresh_token.as_bytes()).to_vec();
         let origin = origin.to_owned();
-        let (user, refresh, reused) = sql::write(&*self.db, move |tx| {
+        let rotating = session.clone();
+        // `None`: a spent token came back and the session was revoked.
+        let rotated = sql::write(&*self.db, move |tx| {
             let Some(row) = tx.query_opt(
                 "SELECT user_kind, user_id, revoked_at_us, expires_at_us, refresh_hash, generation FROM sessions \
                  WHERE id = $1",
-                &[Value::from(&session)],
+                &[Value::from(&rotating)],
             )?
             else {
                 return Err(invalid());
@@ -476,42 +478,41 @@ impl Bank {
                     // A spent token came back: someone holds a copy.
                     tx.execute(
                         "UPDATE sessions SET revoked_at_us = $2, revoked_reason = 'refresh_token_reused' WHERE id = $1",
-                        &[Value::from(&session), Value::Int(now)],
+                        &[Value::from(&rotating), Value::Int(now)],
                     )?;
                     let caller = Caller::anonymous(origin.clone());
                     let mut draft = caller.audit(
                         "auth.refresh",
                         format!("{kind}:{user_id}"),
-                        json!({"session": short(&session), "revoked": true}),
+                        json!({"session": short(&rotating), "revoked": true}),
                     );
                     draft.outcome = "refresh_token_reused".into();
                     sql::journal(tx, now, &[draft])?;
-                    return Ok((None, String::new(), true));
+                    return Ok(None);
                 }
                 return Err(invalid());
             }
             let next = current + 1;
-            let refresh = format!("{session}.{next}.{}", crypto::random_token(32)?);
+            let refresh = format!("{rotating}.{next}.{}", crypto::random_token(32)?);
             tx.execute(
                 "UPDATE sessions SET refresh_hash = $2, generation = $3 WHERE id = $1 AND generation = $4",
                 &[
-                    Value::from(&session),
+                    Value::from(&rotating),
                     Value::Blob(crypto::sha256(refresh.as_bytes()).to_vec()),
                     Value::Int(next),
                     Value::Int(current),
                 ],
             )?;
-            Ok::<_, ServiceError>((Some((kind, user_id, session.clone())), refresh, false))
+            Ok::<_, ServiceError>(Some(refresh))
         })
         .await?;
-        if reused {
+        let Some(refresh) = rotated else {
             self.sessions.forget_all();
             return Err(ServiceError::Unauthorized(
                 "refresh_token_reused",
                 "this refresh token was already used; the session has been ended for safety",
             ));
-        }
-        let Some((_, _, session)) = user else { return Err(invalid()) };
+        };
         let Some(info) = self.load_session(&session, now).await? else {
             return Err(ServiceError::Unauthorized("session_revoked", "the session has ended; sign in again"));
         };

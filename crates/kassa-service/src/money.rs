@@ -180,6 +180,28 @@ fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
     .transpose()
 }
 
+/// The account a reference (id or number) names, if any.
+fn find_side(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<Side>, ServiceError> {
+    match resolve_account(tx, field, reference)? {
+        Some(id) => Ok(side(tx, id)?),
+        None => Ok(None),
+    }
+}
+
+/// One transfer a service is about to ask the ledger for.
+struct Movement {
+    /// The journal's action, such as `transfer.create`.
+    action: &'static str,
+    debit: i64,
+    credit: i64,
+    amount: Amount,
+    currency: Currency,
+    kind: TransferKind,
+    description: String,
+    /// The request as the journal and the idempotency check see it.
+    request: serde_json::Value,
+}
+
 impl Bank {
     /// Runs a money-moving request once per idempotency key: a stored
     /// response is replayed, a different body under the same key refused.
@@ -248,6 +270,35 @@ impl Bank {
         }
     }
 
+    /// Asks the ledger for one transfer, journaled, once per idempotency key.
+    async fn move_money(
+        &self,
+        caller: &Caller,
+        idempotency: Option<Idempotency>,
+        movement: Movement,
+    ) -> ServiceResult<serde_json::Value> {
+        let idempotency = idempotency.map(|i| Idempotency { request: movement.request.clone(), ..i });
+        self.idempotent(caller, idempotency, async |id| {
+            let id = match id {
+                Some(id) => id,
+                None => new_id()?,
+            };
+            let mut transfer = NewTransfer::single(
+                id,
+                AccountId(movement.debit),
+                AccountId(movement.credit),
+                movement.amount,
+                movement.currency,
+            );
+            transfer.kind = movement.kind;
+            transfer.description = movement.description.clone();
+            let draft = caller.audit(movement.action, format!("transfer:{id}"), movement.request.clone());
+            let done = self.submit(transfer, draft).await?;
+            Ok(json!(transfer_view(&done)))
+        })
+        .await
+    }
+
     async fn submit(&self, transfer: NewTransfer, draft: kassa_store::AuditDraft) -> ServiceResult<Transfer> {
         let mut outcomes = self.ledger.submit_journaled(vec![transfer], Some(draft)).await?;
         match outcomes.pop() {
@@ -297,16 +348,11 @@ impl Bank {
         }
         let to_account = form.to_account.clone();
         let (debit, credit) = sql::read(&*self.db, move |tx| {
-            let from_id = resolve_account(tx, "from_account", &from)?
-                .and_then(|id| side(tx, id).transpose())
-                .transpose()?
+            let from_id = find_side(tx, "from_account", &from)?
                 .filter(|side| side.owner == Some(me))
                 .ok_or(ServiceError::NotFound("account_not_found", "no such account of yours"))?;
             let to = match (&to_account, &to_phone) {
-                (Some(reference), _) => resolve_account(tx, "to_account", reference)?
-                    .and_then(|id| side(tx, id).transpose())
-                    .transpose()?
-                    .filter(|side| side.owner.is_some()),
+                (Some(reference), _) => find_side(tx, "to_account", reference)?.filter(|side| side.owner.is_some()),
                 (None, Some(phone)) => tx
                     .query_opt(
                         "SELECT d.account_id FROM customers c JOIN account_details d ON d.customer_id = c.id \
@@ -334,20 +380,17 @@ impl Bank {
         }
         let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
-        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
-        self.idempotent(caller, idempotency, async |id| {
-            let id = match id {
-                Some(id) => id,
-                None => new_id()?,
-            };
-            let mut transfer = NewTransfer::single(id, AccountId(debit.id), AccountId(credit.id), amount, currency);
-            transfer.kind = TransferKind::Transfer;
-            transfer.description = description.clone();
-            let draft = caller.audit("transfer.create", format!("transfer:{id}"), request.clone());
-            let done = self.submit(transfer, draft).await?;
-            Ok(json!(transfer_view(&done)))
-        })
-        .await
+        let movement = Movement {
+            action: "transfer.create",
+            debit: debit.id,
+            credit: credit.id,
+            amount,
+            currency,
+            kind: TransferKind::Transfer,
+            description,
+            request,
+        };
+        self.move_money(caller, idempotency, movement).await
     }
 
     /// Shows whose default account a phone number pays, masked.
@@ -412,9 +455,7 @@ impl Bank {
             return Err(ServiceError::Invalid(problems));
         }
         let (customer, cash) = sql::read(&*self.db, move |tx| {
-            let customer = resolve_account(tx, "account", &account)?
-                .and_then(|id| side(tx, id).transpose())
-                .transpose()?
+            let customer = find_side(tx, "account", &account)?
                 .filter(|side| side.owner.is_some())
                 .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
             let cash = system_account(tx, "cash", currency.code())?;
@@ -432,20 +473,8 @@ impl Bank {
         let action = if deposit { "cash.deposit" } else { "cash.withdrawal" };
         let request = json!({"account": customer.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
-        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
-        self.idempotent(caller, idempotency, async |id| {
-            let id = match id {
-                Some(id) => id,
-                None => new_id()?,
-            };
-            let mut transfer = NewTransfer::single(id, AccountId(debit), AccountId(credit), amount, currency);
-            transfer.kind = kind;
-            transfer.description = description.clone();
-            let draft = caller.audit(action, format!("transfer:{id}"), request.clone());
-            let done = self.submit(transfer, draft).await?;
-            Ok(json!(transfer_view(&done)))
-        })
-        .await
+        let movement = Movement { action, debit, credit, amount, currency, kind, description, request };
+        self.move_money(caller, idempotency, movement).await
     }
 
     /// Staff move money between two customer accounts (a correction, an
@@ -475,9 +504,7 @@ impl Bank {
         }
         let (debit, credit) = sql::read(&*self.db, move |tx| {
             let mut find = |field: &str, reference: &str| {
-                resolve_account(tx, field, reference)?
-                    .and_then(|id| side(tx, id).transpose())
-                    .transpose()?
+                find_side(tx, field, reference)?
                     .filter(|side| side.owner.is_some())
                     .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))
             };
@@ -497,19 +524,17 @@ impl Bank {
         }
         let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
-        let idempotency = idempotency.map(|i| Idempotency { request: request.clone(), ..i });
-        self.idempotent(caller, idempotency, async |id| {
-            let id = match id {
-                Some(id) => id,
-                None => new_id()?,
-            };
-            let mut transfer = NewTransfer::single(id, AccountId(debit.id), AccountId(credit.id), amount, currency);
-            transfer.description = description.clone();
-            let draft = caller.audit("staff.transfer", format!("transfer:{id}"), request.clone());
-            let done = self.submit(transfer, draft).await?;
-            Ok(json!(transfer_view(&done)))
-        })
-        .await
+        let movement = Movement {
+            action: "staff.transfer",
+            debit: debit.id,
+            credit: credit.id,
+            amount,
+            currency,
+            kind: TransferKind::Transfer,
+            description,
+            request,
+        };
+        self.move_money(caller, idempotency, movement).await
     }
 
     /// An account's history, newest first.

@@ -467,12 +467,8 @@ impl Bank {
             read_customer(tx, id)?.ok_or(ServiceError::NotFound("customer_not_found", "no such customer"))
         })
         .await?;
-        self.sessions_changed();
-        Ok(customer)
-    }
-
-    pub(crate) fn sessions_changed(&self) {
         self.sessions_forget_all();
+        Ok(customer)
     }
 
     /// Creates a staff user (admins only, or the CLI acting as the system).
@@ -608,7 +604,7 @@ impl Bank {
             read_staff(tx, id)
         })
         .await?;
-        self.sessions_changed();
+        self.sessions_forget_all();
         Ok(staff)
     }
 

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kassa_store::{DatabaseUrl, LedgerStore};
+use kassa_store::LedgerStore;
 
 mod bench;
 mod check;
@@ -51,16 +50,7 @@ impl DatabaseArgs {
 
 /// Opens the engine a database URL names; anything else is refused.
 pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn LedgerStore>> {
-    Ok(match DatabaseUrl::parse(url)? {
-        DatabaseUrl::Sqlite(path) => Arc::new(
-            kassa_store_sqlite::SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("opening the SQLite database {}", path.display()))?,
-        ),
-        DatabaseUrl::Postgres(url) => Arc::new(
-            kassa_store_postgres::PostgresStore::connect(&url, pool_size).await.context("connecting to PostgreSQL")?,
-        ),
-    })
+    Ok(serve::open_both(url, pool_size).await?.0)
 }
 
 #[derive(Debug, Subcommand)]
