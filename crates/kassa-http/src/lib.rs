@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -187,13 +187,40 @@ impl<T: DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
                 None,
             ));
         }
-        serde_json::from_slice(&bytes).map(Body).map_err(|error| {
-            let code = if error.is_data() { "body_invalid_field" } else { "body_not_json" };
-            // serde's message names the field and the expected type; it
-            // never echoes values.
-            let detail = if error.is_data() { error.to_string() } else { "the body is not valid JSON".to_owned() };
-            problem(StatusCode::UNPROCESSABLE_ENTITY, code, &detail, None)
-        })
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+            let path = error.path().to_string();
+            let error = error.into_inner();
+            if error.is_data() {
+                problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "body_invalid_field",
+                    &describe(&path, &error.to_string()),
+                    None,
+                )
+            } else {
+                problem(StatusCode::UNPROCESSABLE_ENTITY, "body_not_json", "the body is not valid JSON", None)
+            }
+        })?;
+        json.end().map_err(|_| {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "body_not_json", "the body is not valid JSON", None)
+        })?;
+        Ok(Body(value))
+    }
+}
+
+/// What serde found wrong, naming the field but never the value: serde's
+/// own messages quote what they found (`invalid type: integer `1234…`,
+/// expected a string`), and that value may be a password.
+fn describe(path: &str, message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("missing field {field}");
+    }
+    let field = if path == "." || path.is_empty() { "the body".to_owned() } else { format!("`{path}`") };
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("{field}: expected {expected}"),
+        None => format!("{field}: not an accepted value"),
     }
 }
 
@@ -204,11 +231,13 @@ pub struct Q<T>(pub T);
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Q<T>, Response> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| Q(value))
-            .map_err(|error| problem(StatusCode::UNPROCESSABLE_ENTITY, "query_invalid", &error.body_text(), None))
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Q<T>, Response> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(pairs).map(Q).map_err(|error| {
+            let detail = describe(&error.path().to_string(), &error.into_inner().to_string());
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "query_invalid", &detail, None)
+        })
     }
 }
 
@@ -603,6 +632,10 @@ async fn bank_info(State(s): State<AppState>) -> Response {
     ok(&s.bank.settings().bank)
 }
 
+async fn livez() -> Response {
+    ok(json!({"status": "ok"}))
+}
+
 async fn healthz(State(s): State<AppState>) -> Response {
     match s.bank.products().await {
         Ok(_) => ok(json!({"status": "ok"})),
@@ -685,6 +718,7 @@ pub fn router(state: AppState) -> Router {
     let body_max = state.body_max_bytes;
     Router::new()
         .nest("/api/v1", api)
+        .route("/livez", get(livez))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)

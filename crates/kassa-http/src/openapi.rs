@@ -141,7 +141,8 @@ pub static ROUTES: &[RouteDoc] = &[
     route(Method::PUT, "/api/v1/admin/products", Admin, "Add or change a product", Some("Product")),
     route(Method::GET, "/api/v1/admin/settings", Admin, "The bank's settings", None),
     route(Method::GET, "/api/v1/openapi.json", Anyone, "This document", None),
-    route(Method::GET, "/healthz", Anyone, "Liveness: the database answers", None),
+    route(Method::GET, "/livez", Anyone, "Liveness: the process answers (no database work)", None),
+    route(Method::GET, "/healthz", Anyone, "Readiness: the database answers", None),
     route(Method::GET, "/metrics", Anyone, "Prometheus metrics", None),
 ];
 

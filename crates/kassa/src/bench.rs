@@ -66,6 +66,13 @@ pub struct Args {
     /// one writer).
     #[arg(long, default_value_t = LedgerConfig::default().writers)]
     pub writers: usize,
+    /// Measure the bank over HTTP on 127.0.0.1 instead of the ledger:
+    /// authenticated single transfers beside a trivial endpoint's ceiling.
+    #[arg(long)]
+    pub http: bool,
+    /// HTTP mode: keep-alive client connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +213,7 @@ fn request(ids: &Ids, setup: &Setup, workload: Workload) -> Vec<NewTransfer> {
     (0..workload.batch()).map(|_| random_transfer(ids, setup, workload == Workload::Hot)).collect()
 }
 
-fn percentile_ms(sorted_us: &[u32], per_mille: usize) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u32], per_mille: usize) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -214,7 +221,7 @@ fn percentile_ms(sorted_us: &[u32], per_mille: usize) -> f64 {
     f64::from(sorted_us[index]) / 1000.0
 }
 
-fn latency_us(started: Instant) -> u32 {
+pub(crate) fn latency_us(started: Instant) -> u32 {
     u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX)
 }
 
@@ -519,9 +526,12 @@ fn is_retryable(error: &tokio_postgres::Error) -> bool {
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plan = plan(&args)?;
     let seconds = args.seconds.unwrap_or(if args.quick { 3 } else { 10 });
     let duration = Duration::from_secs(seconds.max(1));
+    if args.http {
+        return run_http(&args, seconds, duration).await;
+    }
+    let plan = plan(&args)?;
     let preload = args.preload.unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
     let account_count = args.accounts.unwrap_or(if args.quick { 10_000 } else { 100_000 }).max(2);
     let temporary = tempfile_dir()?;
@@ -607,6 +617,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Ok(DatabaseUrl::Sqlite(path)) = DatabaseUrl::parse(url) {
             eprintln!("the benchmark's data is kept: kassa check --database-url sqlite://{}", path.display());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kassa bench --http`: each database in turn, a fresh bank on each.
+#[allow(clippy::print_stdout)]
+async fn run_http(args: &Args, seconds: u64, duration: Duration) -> anyhow::Result<ExitCode> {
+    let temporary = tempfile_dir()?;
+    let urls = if args.database_urls.is_empty() {
+        vec![format!("sqlite://{}", temporary.join("bench-http.db").display())]
+    } else {
+        args.database_urls.clone()
+    };
+    let mut results = Vec::new();
+    for raw_url in &urls {
+        let database: &'static str = match DatabaseUrl::parse(raw_url)? {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+        };
+        eprintln!("{database}: setting up {} customers over HTTP, then {seconds} s per endpoint", args.connections);
+        let measured = crate::bench_http::run(raw_url, database, args.connections.max(1), duration).await?;
+        if args.json {
+            for measurement in &measured {
+                println!("{}", measurement.json_line());
+            }
+        }
+        results.extend(measured);
+    }
+    if !args.json {
+        println!("{}", crate::bench_http::table(&results, seconds));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 use kassa_store::LedgerStore;
 
 mod bench;
+mod bench_http;
 mod check;
 mod config;
 mod datadir;
 mod demo;
 mod dev;
 mod serve;
+mod tls;
 
 #[derive(Debug, Parser)]
 #[command(name = "kassa", version, about = "A banking and payments server: a double-entry ledger with exact money.")]

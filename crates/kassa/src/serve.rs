@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt as _;
 use kassa_ledger::{Ledger, LedgerConfig};
 use kassa_service::people::StaffForm;
 use kassa_service::{Bank, Caller};
@@ -35,6 +36,10 @@ pub struct ServeArgs {
     /// The terminal (ATM) address.
     #[arg(long)]
     pub terminal_listen: Option<String>,
+    /// Serve HTTPS on the listen address with the data directory's
+    /// certificate (`tls/cert.pem`, `tls/key.pem`).
+    #[arg(long)]
+    pub https: bool,
     /// Accept a non-loopback listen address behind a reverse proxy.
     #[arg(long)]
     pub behind_proxy: bool,
@@ -57,6 +62,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(listen) = &args.terminal_listen {
         config.terminal_listen = listen.clone();
+    }
+    if args.https {
+        config.https = true;
     }
     if args.behind_proxy {
         config.behind_proxy = true;
@@ -135,15 +143,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    println!("{} is open: http://{address}/api/v1 (database: {})", config.bank.name, bank.store().backend());
-    tracing::info!(%address, "listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let scheme = if config.https { "https" } else { "http" };
+    println!("{} is open: {scheme}://{address}/api/v1 (database: {})", config.bank.name, bank.store().backend());
+    tracing::info!(%address, scheme, "listening");
+    let tls = if config.https {
+        Some(crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[b"http/1.1"])?)
+    } else {
+        None
+    };
+    run_http(listener, app, tls, shutdown_signal()).await?;
     tracing::info!("stopped: in-flight requests drained");
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the router on a bound listener, over TLS when given a
+/// configuration, until `shutdown` resolves; then waits for the requests in
+/// flight.
+pub async fn run_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(tls) => {
+            // `tap_io` gives the TLS listener axum's client-address plumbing.
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await.context("serving HTTPS")
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and waits for

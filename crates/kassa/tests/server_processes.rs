@@ -1,0 +1,1291 @@
+//! Real `kassa serve` processes, driven over HTTP on 127.0.0.1.
+//!
+//! What only separate processes can show: a session revoked on one node
+//! stops working on another within a second (each keeps a half-second
+//! session cache); fifty retries of one idempotent transfer spread over two
+//! nodes move money once; `kassa audit verify` names an event altered or
+//! deleted by hand in the database; and with every log at TRACE no password,
+//! TOTP secret or token reaches the log, an error body or the journal.
+//!
+//! Every child writes to files (a chatty child can never block on a full
+//! pipe), is bounded in time, and is killed when its handle is dropped, so a
+//! failing test leaves no server behind.
+
+#![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kassa_service::crypto::totp;
+use kassa_testkit::postgres::TempPostgres;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
+/// How long a server may take to print that it is open: far above what it
+/// needs on a loaded two-core machine, far below a hung test.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a server may take to drain and exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a one-shot command (`kassa audit verify`, `kassa check`) may run.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+/// The most one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most a whole test may take; past it the test fails (and its children
+/// are killed as their handles drop).
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+/// The promise under test: a revocation reaches every node within a second.
+const REVOCATION_MAX: Duration = Duration::from_secs(1);
+/// How long to keep polling before giving up on a revocation altogether, so
+/// that a failure says how late it was rather than only "late".
+const REVOCATION_GIVE_UP: Duration = Duration::from_secs(5);
+
+const PASSWORD: &str = "correct horse battery";
+
+// ------------------------------------------------------------ processes
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..].iter().map(|line| format!("{line}\n")).collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Writes straight to the process's stderr: the test harness captures
+/// `eprintln!`, and the measured figures should be seen on every run.
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A `kassa` command with a clean environment: no inherited `KASSA_*`
+/// setting (a developer's shell may have some), run in `dir` so that no
+/// stray `./kassa.toml` is read.
+fn kassa(dir: &Path, args: &[&str], env: &[(&str, &str)], stdout: &Path, stderr: &Path) -> Command {
+    let mut command = Command::new(KASSA);
+    command.args(args).current_dir(dir);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
+            command.env_remove(&key);
+        }
+    }
+    command.envs(env.iter().map(|(key, value)| (OsStr::new(key), OsStr::new(value))));
+    command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout).expect("a stdout file"))
+        .stderr(std::fs::File::create(stderr).expect("a stderr file"));
+    command
+}
+
+/// The first admin's credentials, as `kassa serve` prints them once.
+#[derive(Clone)]
+struct FirstAdmin {
+    password: String,
+    /// Base32, as in the otpauth URI.
+    totp_secret: String,
+}
+
+/// A running `kassa serve`; killed when dropped.
+struct Server {
+    name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+    admin: Option<FirstAdmin>,
+}
+
+/// What a stopped server or a finished command left behind.
+struct Finished {
+    name: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn describe(&self) -> String {
+        format!(
+            "{}: {}\n--- stdout\n{}--- stderr (tail)\n{}",
+            self.name,
+            self.status,
+            tail(&self.stdout, 40),
+            tail(&self.stderr, 30)
+        )
+    }
+}
+
+impl Server {
+    /// Starts `kassa serve ARGS --listen 127.0.0.1:0` and waits until it
+    /// prints that it is open.
+    async fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let child = kassa(dir, &all, env, &stdout, &stderr)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        let mut server = Server { name: name.to_owned(), child, stdout, stderr, base: String::new(), admin: None };
+        server.wait_until_open().await;
+        server
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (pid {})\n--- stdout\n{}--- stderr (tail)\n{}",
+            self.name,
+            self.child.id(),
+            tail(&read(&self.stdout), 40),
+            tail(&read(&self.stderr), 30)
+        )
+    }
+
+    async fn wait_until_open(&mut self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let stdout = read(&self.stdout);
+            if let Some(base) = stdout
+                .lines()
+                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
+                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
+            {
+                assert!(base.starts_with("http://127.0.0.1:"), "{}: not on loopback: {base}", self.name);
+                self.base = base;
+                self.admin = first_admin(&stdout);
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
+                panic!("{} exited ({status}) before it was open:\n{}", self.name, self.describe());
+            }
+            if Instant::now() >= deadline {
+                panic!("{} was not open after {} s:\n{}", self.name, START_DEADLINE.as_secs(), self.describe());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn admin(&self) -> FirstAdmin {
+        self.admin.clone().unwrap_or_else(|| panic!("{} created no first admin:\n{}", self.name, self.describe()))
+    }
+
+    /// Sends SIGTERM and waits for the server to drain and exit.
+    async fn stop(mut self) -> Finished {
+        let pid = self.child.id().to_string();
+        let signalled = Command::new("kill").args(["-TERM", &pid]).status().expect("kill(1) runs");
+        assert!(signalled.success(), "kill -TERM {pid} failed: {signalled}");
+        let deadline = Instant::now() + STOP_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!("{} still running {} s after SIGTERM:\n{}", self.name, STOP_DEADLINE.as_secs(), self.describe());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Finished { name: self.name.clone(), status, stdout: read(&self.stdout), stderr: read(&self.stderr) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The first admin's password and TOTP secret from a first start's stdout.
+fn first_admin(stdout: &str) -> Option<FirstAdmin> {
+    let password = stdout.lines().find_map(|line| {
+        line.strip_prefix("First admin created: login `admin`, password ").map(|rest| rest.trim().to_owned())
+    })?;
+    let totp_secret = stdout
+        .lines()
+        .find_map(|line| line.split_once("otpauth://").map(|(_, uri)| uri.to_owned()))
+        .and_then(|uri| totp_secret_of(&uri))?;
+    Some(FirstAdmin { password, totp_secret })
+}
+
+/// The base32 secret of an otpauth URI.
+fn totp_secret_of(uri: &str) -> Option<String> {
+    let secret = uri.split_once("secret=")?.1.split('&').next()?;
+    (!secret.is_empty()).then(|| secret.to_owned())
+}
+
+/// Runs a one-shot `kassa` command to its end, killing it past the deadline.
+async fn run_kassa(dir: &Path, name: &str, args: &[&str]) -> Finished {
+    let stdout = dir.join(format!("{name}.out"));
+    let stderr = dir.join(format!("{name}.err"));
+    let mut child =
+        kassa(dir, args, &[], &stdout, &stderr).spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be polled") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} still running after {} s, killed:\n{}{}",
+                COMMAND_DEADLINE.as_secs(),
+                read(&stdout),
+                tail(&read(&stderr), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Finished { name: name.to_owned(), status, stdout: read(&stdout), stderr: read(&stderr) }
+}
+
+// ----------------------------------------------------------- databases
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test: a file in the data directory, or a fresh
+/// PostgreSQL database (dropped with the guard).
+struct Database {
+    engine: Engine,
+    /// The arguments `kassa serve`, `kassa audit verify` and friends take.
+    args: Vec<String>,
+    url: String,
+    _postgres: Option<TempPostgres>,
+}
+
+impl Database {
+    /// `None` when PostgreSQL is wanted but absent outside CI (the skip is
+    /// announced loudly by `TempPostgres`).
+    async fn create(engine: Engine, data_dir: &Path) -> Option<Database> {
+        let dir = data_dir.display().to_string();
+        match engine {
+            Engine::Sqlite => {
+                let url = format!("sqlite://{}", data_dir.join("kassa.db").display());
+                Some(Database { engine, args: vec!["--data-dir".into(), dir], url, _postgres: None })
+            }
+            Engine::Postgres => {
+                let postgres = TempPostgres::create().await?;
+                let url = postgres.url().to_owned();
+                let args = vec!["--data-dir".into(), dir, "--database-url".into(), url.clone()];
+                Some(Database { engine, args, url, _postgres: Some(postgres) })
+            }
+        }
+    }
+
+    fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    async fn connect(&self) -> Raw {
+        match self.engine {
+            Engine::Sqlite => {
+                let path = self.url.strip_prefix("sqlite://").expect("a sqlite:// URL");
+                let connection = rusqlite::Connection::open(path).expect("the SQLite database opens");
+                connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+                Raw::Sqlite(connection)
+            }
+            Engine::Postgres => {
+                let (client, connection) =
+                    tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("PostgreSQL connects");
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Raw::Postgres(client)
+            }
+        }
+    }
+}
+
+/// A plain connection to the bank's database, behind the server's back:
+/// what an intruder with database access (or a curious operator) has.
+enum Raw {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Raw {
+    async fn execute(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(connection) => {
+                connection.execute_batch(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+            Raw::Postgres(client) => {
+                client.batch_execute(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+        }
+    }
+
+    /// Rows of integers.
+    async fn ints(&self, sql: &str) -> Vec<Vec<i64>> {
+        match self {
+            Raw::Sqlite(connection) => {
+                let mut statement = connection.prepare(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+                let columns = statement.column_count();
+                let rows = statement
+                    .query_map([], |row| (0..columns).map(|i| row.get::<_, i64>(i)).collect::<Result<Vec<_>, _>>())
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+                rows.collect::<Result<Vec<_>, _>>().unwrap_or_else(|error| panic!("{sql}: {error}"))
+            }
+            Raw::Postgres(client) => client
+                .query(sql, &[])
+                .await
+                .unwrap_or_else(|error| panic!("{sql}: {error}"))
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get::<_, i64>(i)).collect())
+                .collect(),
+        }
+    }
+
+    async fn tables(&self) -> Vec<String> {
+        match self {
+            Raw::Sqlite(connection) => {
+                let mut statement =
+                    connection.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").expect("sqlite_master");
+                let names = statement.query_map([], |row| row.get::<_, String>(0)).expect("table names");
+                names.collect::<Result<Vec<_>, _>>().expect("table names")
+            }
+            Raw::Postgres(client) => client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+                    &[],
+                )
+                .await
+                .expect("table names")
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect(),
+        }
+    }
+
+    /// Every row of a table, each as one line of text holding every column
+    /// (blobs as hex and as lossy UTF-8, so that text hidden in one is seen).
+    async fn rows_as_text(&self, table: &str) -> Vec<String> {
+        match self {
+            Raw::Sqlite(connection) => {
+                let sql = format!("SELECT * FROM \"{table}\"");
+                let mut statement = connection.prepare(&sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+                let columns = statement.column_count();
+                let rows = statement
+                    .query_map([], |row| {
+                        let mut line = Vec::with_capacity(columns);
+                        for i in 0..columns {
+                            line.push(match row.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                                rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                                rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                                rusqlite::types::ValueRef::Blob(bytes) => {
+                                    format!("{} {}", hex(bytes), String::from_utf8_lossy(bytes))
+                                }
+                            });
+                        }
+                        Ok(line.join(" | "))
+                    })
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+                rows.collect::<Result<Vec<_>, _>>().unwrap_or_else(|error| panic!("{sql}: {error}"))
+            }
+            Raw::Postgres(client) => {
+                let sql = format!("SELECT row_to_json(t)::text FROM \"{table}\" t");
+                client
+                    .query(&sql, &[])
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"))
+                    .iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A log line without its colours (the text format colours its output even
+/// into a file), so that a value is never split by an escape sequence.
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct Answer {
+    status: u16,
+    body: Value,
+    text: String,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.body[name].as_str().unwrap_or_else(|| panic!("no {name} in {}", self.text)).to_owned()
+    }
+}
+
+/// An HTTP client that keeps every error body it receives, so a test can
+/// check afterwards that none of them carried a secret.
+#[derive(Clone)]
+struct Http {
+    client: reqwest::Client,
+    error_bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Http {
+    fn new() -> Http {
+        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build().expect("an HTTP client");
+        Http { client, error_bodies: Arc::default() }
+    }
+
+    async fn answer(&self, what: &str, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap_or_else(|error| panic!("{what}: no answer: {error}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_else(|error| panic!("{what}: reading the body: {error}"));
+        if status >= 400 {
+            self.error_bodies.lock().expect("the error list").push(format!("{what} -> {status}: {text}"));
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text }
+    }
+
+    async fn send(&self, method: Method, url: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let what = format!("{method} {url}");
+        let mut request = self.client.request(method, url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.answer(&what, request).await
+    }
+
+    /// Sends `bytes` as they are, with the given content type (if any).
+    async fn raw(&self, url: &str, content_type: Option<&str>, bytes: &[u8]) -> Answer {
+        let mut request = self.client.post(url).body(bytes.to_vec());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.answer(&format!("POST {url} (raw)"), request).await
+    }
+
+    async fn get(&self, server: &Server, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, &server.url(path), Some(token), None).await
+    }
+
+    async fn post(&self, server: &Server, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        self.send(Method::POST, &server.url(path), token, Some(body)).await
+    }
+
+    fn error_bodies(&self) -> Vec<String> {
+        self.error_bodies.lock().expect("the error list").clone()
+    }
+}
+
+struct Tokens {
+    access: String,
+    refresh: String,
+}
+
+impl Tokens {
+    fn of(answer: &Answer) -> Tokens {
+        Tokens { access: answer.field("access_token"), refresh: answer.field("refresh_token") }
+    }
+}
+
+struct Customer {
+    id: i64,
+    phone: String,
+    tokens: Tokens,
+}
+
+fn registration(n: u32, password: &str) -> Value {
+    json!({
+        "first_name": "Anna", "last_name": "Ivanova", "phone": format!("+3752911100{n:02}"),
+        "email": format!("c{n}@example.com"), "password": password,
+        "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
+    })
+}
+
+async fn register(http: &Http, server: &Server, n: u32, password: &str) -> Customer {
+    let answer = http.post(server, "/api/v1/auth/register", None, &registration(n, password)).await;
+    assert_eq!(answer.status, 201, "register {n} on {}: {}\n{}", server.name, answer.text, server.describe());
+    Customer {
+        id: answer.body["customer"]["id"].as_i64().expect("a customer id"),
+        phone: answer.body["customer"]["phone"].as_str().expect("a phone").to_owned(),
+        tokens: Tokens::of(&answer),
+    }
+}
+
+async fn login(http: &Http, server: &Server, login: &str, password: &str, code: Option<&str>) -> Answer {
+    http.post(server, "/api/v1/auth/login", None, &json!({"login": login, "password": password, "totp": code})).await
+}
+
+async fn login_ok(http: &Http, server: &Server, who: &str, password: &str, code: Option<&str>) -> Tokens {
+    let answer = login(http, server, who, password, code).await;
+    assert_eq!(answer.status, 200, "login {who} on {}: {}\n{}", server.name, answer.text, server.describe());
+    Tokens::of(&answer)
+}
+
+fn unix_now_s() -> i64 {
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970").as_secs();
+    i64::try_from(seconds).expect("seconds fit an i64")
+}
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    let mut bits: u64 = 0;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => continue,
+        };
+        bits = (bits << 5) | u64::from(value);
+        count += 5;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from((bits >> count) & 0xff).expect("one byte"));
+        }
+    }
+    out
+}
+
+fn totp_code(base32_secret: &str) -> String {
+    totp::code_at(&base32_decode(base32_secret), unix_now_s())
+}
+
+/// Signs the first admin in on `server` (a TOTP code can be used once per
+/// user and 30-second step, so each test does this once).
+async fn admin_tokens(http: &Http, server: &Server, admin: &FirstAdmin) -> Tokens {
+    login_ok(http, server, "admin", &admin.password, Some(&totp_code(&admin.totp_secret))).await
+}
+
+fn open_form() -> Value {
+    json!({"kind": "current", "currency": "BYN", "consents": [{"document": "terms", "version": "2026-01"}]})
+}
+
+/// Opens a BYN current account; returns its id and number.
+async fn open_account(http: &Http, server: &Server, token: &str) -> (i64, String) {
+    let answer = http.post(server, "/api/v1/accounts", Some(token), &open_form()).await;
+    assert_eq!(answer.status, 201, "open account on {}: {}", server.name, answer.text);
+    (answer.body["id"].as_i64().expect("an account id"), answer.field("number"))
+}
+
+async fn deposit(http: &Http, server: &Server, staff_token: &str, number: &str, amount: &str) {
+    let form = json!({"account": number, "amount": amount, "currency": "BYN"});
+    let answer = http.post(server, "/api/v1/staff/cash/deposits", Some(staff_token), &form).await;
+    assert_eq!(answer.status, 201, "deposit on {}: {}", server.name, answer.text);
+}
+
+async fn balance(http: &Http, server: &Server, token: &str, account: i64) -> String {
+    let answer = http.get(server, &format!("/api/v1/accounts/{account}"), token).await;
+    assert_eq!(answer.status, 200, "account {account} on {}: {}", server.name, answer.text);
+    answer.field("balance")
+}
+
+async fn history(http: &Http, server: &Server, token: &str, account: i64) -> Vec<Value> {
+    let answer = http.get(server, &format!("/api/v1/accounts/{account}/transactions?limit=200"), token).await;
+    assert_eq!(answer.status, 200, "history of {account} on {}: {}", server.name, answer.text);
+    answer.body["items"].as_array().expect("items").clone()
+}
+
+fn random_hex() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Runs a test body under [`TEST_DEADLINE`].
+async fn bounded(test: impl Future<Output = ()>) {
+    if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
+        panic!("the test did not finish within {} s", TEST_DEADLINE.as_secs());
+    }
+}
+
+// ------------------------------------------------ two nodes, one database
+
+/// Two `kassa serve` processes on one fresh PostgreSQL database, as two
+/// nodes would run: separate data directories, one shared token-signing
+/// key (`KASSA_TOKEN_KEY_FILE`). A starts first and creates the first admin.
+struct TwoNodes {
+    a: Server,
+    b: Server,
+    database: Database,
+    dir: tempfile::TempDir,
+}
+
+async fn two_nodes() -> Option<TwoNodes> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Each node gets its own data directory below; the database's own
+    // `--data-dir` argument is not used here.
+    let database = Database::create(Engine::Postgres, &dir.path().join("unused")).await?;
+    let key = dir.path().join("token.key");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&key).expect("a token key file");
+    writeln!(file, "{}{}{}{}", random_hex(), random_hex(), random_hex(), random_hex()).expect("the token key written");
+    drop(file);
+    let key = key.display().to_string();
+    let env = [("KASSA_TOKEN_KEY_FILE", key.as_str())];
+    let node = |name: &str| {
+        let data_dir = dir.path().join(name).display().to_string();
+        vec!["--data-dir".to_owned(), data_dir, "--database-url".to_owned(), database.url.clone()]
+    };
+    let args_a = node("node-a");
+    let a = Server::start(dir.path(), "node-a", &args_a.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let args_b = node("node-b");
+    let b = Server::start(dir.path(), "node-b", &args_b.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    assert!(a.admin.is_some(), "node A, started first, creates the first admin:\n{}", a.describe());
+    assert!(b.admin.is_none(), "node B found the admin A created:\n{}", b.describe());
+    Some(TwoNodes { a, b, database, dir })
+}
+
+/// Polls B with a revoked access token until it answers 401; returns how
+/// long after `since` that was.
+async fn refused_on(http: &Http, server: &Server, token: &str, since: Instant, what: &str) -> Duration {
+    loop {
+        let answer = http.get(server, "/api/v1/me", token).await;
+        let elapsed = since.elapsed();
+        if answer.status == 401 {
+            assert_eq!(answer.code(), "session_revoked", "{what}: {}", answer.text);
+            return elapsed;
+        }
+        assert_eq!(answer.status, 200, "{what}: {} answered {}", server.name, answer.text);
+        if elapsed > REVOCATION_GIVE_UP {
+            panic!(
+                "{what}: {} still accepts the revoked token {} ms after the revocation:\n{}",
+                server.name,
+                elapsed.as_millis(),
+                server.describe()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn assert_works_on(http: &Http, server: &Server, token: &str, what: &str) {
+    let answer = http.get(server, "/api/v1/me", token).await;
+    assert_eq!(answer.status, 200, "{what}: {} refused a live token: {}", server.name, answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_a_second_process_within_a_second() {
+    bounded(async {
+        let Some(nodes) = two_nodes().await else { return };
+        let (a, b) = (&nodes.a, &nodes.b);
+        let http = Http::new();
+        let customer = register(&http, a, 1, PASSWORD).await;
+        assert_works_on(&http, b, &customer.tokens.access, "a token signed by A, used on B").await;
+        let mut measured = Vec::new();
+
+        // 1. Logout on A ends the session on B.
+        let session = &customer.tokens.access;
+        assert_works_on(&http, b, session, "before logout").await;
+        let out = http.post(a, "/api/v1/auth/logout", Some(session), &json!({})).await;
+        assert_eq!(out.status, 204, "logout on A: {}", out.text);
+        let since = Instant::now();
+        measured.push(("logout", refused_on(&http, b, session, since, "after logout on A").await));
+
+        // 2. A password change on A ends the customer's other sessions on B
+        // (the session that changed it lives on).
+        let other = login_ok(&http, a, &customer.phone, PASSWORD, None).await;
+        let changing = login_ok(&http, a, &customer.phone, PASSWORD, None).await;
+        assert_works_on(&http, b, &other.access, "before the password change").await;
+        let new_password = "a brand new passphrase 7";
+        let changed = http
+            .post(
+                a,
+                "/api/v1/auth/password",
+                Some(&changing.access),
+                &json!({"current_password": PASSWORD, "new_password": new_password}),
+            )
+            .await;
+        assert_eq!(changed.status, 204, "password change on A: {}", changed.text);
+        let since = Instant::now();
+        measured
+            .push(("password change", refused_on(&http, b, &other.access, since, "after the password change").await));
+        assert_works_on(&http, b, &changing.access, "the session that changed the password").await;
+
+        // 3. A manager (here the admin) blocking the customer on A ends
+        // every session of theirs on B.
+        let admin = admin_tokens(&http, a, &a.admin()).await;
+        let last = login_ok(&http, a, &customer.phone, new_password, None).await;
+        assert_works_on(&http, b, &last.access, "before the block").await;
+        let blocked = http
+            .send(
+                Method::PUT,
+                &a.url(&format!("/api/v1/staff/customers/{}/status", customer.id)),
+                Some(&admin.access),
+                Some(&json!({"status": "blocked"})),
+            )
+            .await;
+        assert_eq!(blocked.status, 200, "block on A: {}", blocked.text);
+        let since = Instant::now();
+        measured.push(("block", refused_on(&http, b, &last.access, since, "after the block").await));
+        let again = login(&http, b, &customer.phone, new_password, None).await;
+        assert_ne!(again.status, 200, "a blocked customer signed in on B: {}", again.text);
+
+        let figures: Vec<String> =
+            measured.iter().map(|(what, elapsed)| format!("{what} {} ms", elapsed.as_millis())).collect();
+        report(&format!("revocation reached process B after: {}", figures.join(", ")));
+        for (what, elapsed) in &measured {
+            assert!(
+                *elapsed <= REVOCATION_MAX,
+                "revocation by {what} reached B only after {} ms (at most {} ms allowed)",
+                elapsed.as_millis(),
+                REVOCATION_MAX.as_millis()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transfer_for_fifty_concurrent_retries_on_two_processes() {
+    bounded(async {
+        const RETRIES: usize = 50;
+        let Some(nodes) = two_nodes().await else { return };
+        let (a, b) = (&nodes.a, &nodes.b);
+        let http = Http::new();
+        let payer = register(&http, a, 1, PASSWORD).await;
+        let payee = register(&http, b, 2, PASSWORD).await;
+        let (from, from_number) = open_account(&http, a, &payer.tokens.access).await;
+        let (to, _) = open_account(&http, b, &payee.tokens.access).await;
+        let admin = admin_tokens(&http, a, &a.admin()).await;
+        deposit(&http, a, &admin.access, &from_number, "100.00").await;
+
+        let key = format!("retry-{}", random_hex());
+        let form = json!({"from_account": from.to_string(), "to_phone": payee.phone, "amount": "7.35",
+            "currency": "BYN", "description": "paid once"});
+        let gate = Arc::new(tokio::sync::Barrier::new(RETRIES));
+        let mut handles = Vec::new();
+        for i in 0..RETRIES {
+            let (node, url) =
+                if i % 2 == 0 { ("A", a.url("/api/v1/transfers")) } else { ("B", b.url("/api/v1/transfers")) };
+            let request =
+                http.client.post(url).bearer_auth(&payer.tokens.access).header("Idempotency-Key", &key).json(&form);
+            let (gate, http) = (Arc::clone(&gate), http.clone());
+            handles.push(tokio::spawn(async move {
+                gate.wait().await;
+                (node, http.answer(&format!("retry {i} on {node}"), request).await)
+            }));
+        }
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.expect("a retry task"));
+        }
+        let failed: Vec<String> = answers
+            .iter()
+            .filter(|(_, answer)| answer.status != 201)
+            .map(|(node, answer)| format!("{node}: {} {}", answer.status, answer.text))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {RETRIES} retries were not 201:\n{}\n{}\n{}",
+            failed.len(),
+            failed.join("\n"),
+            a.describe(),
+            b.describe()
+        );
+        let ids: BTreeSet<&str> = answers.iter().map(|(_, answer)| answer.body["id"].as_str().unwrap_or("")).collect();
+        assert_eq!(ids.len(), 1, "the retries named different transfers: {ids:?}");
+        let id = (*ids.first().expect("one id")).to_owned();
+        assert!(!id.is_empty(), "no transfer id in {}", answers[0].1.text);
+        let bodies: BTreeSet<String> = answers.iter().map(|(_, answer)| answer.body.to_string()).collect();
+        assert_eq!(bodies.len(), 1, "the retries were answered differently: {bodies:#?}");
+
+        for node in [a, b] {
+            assert_eq!(balance(&http, node, &payer.tokens.access, from).await, "92.65", "payer on {}", node.name);
+            assert_eq!(balance(&http, node, &payee.tokens.access, to).await, "7.35", "payee on {}", node.name);
+        }
+        let received = history(&http, b, &payee.tokens.access, to).await;
+        assert_eq!(received.len(), 1, "the payee's history: {received:#?}");
+        assert_eq!(received[0]["id"], id.as_str(), "the payee's history: {received:#?}");
+        assert_eq!(received[0]["amount"], "7.35", "the payee's history: {received:#?}");
+        let paid = history(&http, a, &payer.tokens.access, from).await;
+        let debits = paid.iter().filter(|item| item["id"] == id.as_str()).count();
+        assert_eq!((paid.len(), debits), (2, 1), "the payer's history (deposit, then one transfer): {paid:#?}");
+
+        let mut changed = form.clone();
+        changed["amount"] = json!("8.00");
+        for node in [b, a] {
+            let request = http
+                .client
+                .post(node.url("/api/v1/transfers"))
+                .bearer_auth(&payer.tokens.access)
+                .header("Idempotency-Key", &key)
+                .json(&changed);
+            let reused = http.answer(&format!("changed body on {}", node.name), request).await;
+            assert_eq!(
+                (reused.status, reused.code()),
+                (422, "idempotency_key_reused"),
+                "the same key with another amount on {}: {}",
+                node.name,
+                reused.text
+            );
+        }
+        assert_eq!(balance(&http, a, &payer.tokens.access, from).await, "92.65", "after the refused reuse");
+
+        let check = run_kassa(nodes.dir.path(), "check", &["check", "--database-url", &nodes.database.url]).await;
+        assert!(check.status.success(), "kassa check after the retries:\n{}", check.describe());
+    })
+    .await;
+}
+
+// --------------------------------------------------------------- audit
+
+fn tampered_lines(verify: &Finished) -> Vec<&str> {
+    verify.stdout.lines().filter(|line| line.starts_with("TAMPERED: ")).collect()
+}
+
+async fn verify(dir: &Path, database: &Database, name: &str) -> Finished {
+    let mut args = vec!["audit", "verify"];
+    args.extend(database.args());
+    run_kassa(dir, name, &args).await
+}
+
+async fn assert_intact(dir: &Path, database: &Database, name: &str) {
+    let verified = verify(dir, database, name).await;
+    assert!(verified.status.success(), "the journal should verify:\n{}", verified.describe());
+    assert!(verified.stdout.contains("ok: "), "{}", verified.describe());
+    assert!(tampered_lines(&verified).is_empty(), "{}", verified.describe());
+}
+
+async fn assert_tampered(dir: &Path, database: &Database, name: &str, expected: &[&str]) -> Finished {
+    let verified = verify(dir, database, name).await;
+    assert_eq!(verified.status.code(), Some(1), "kassa audit verify must exit 1:\n{}", verified.describe());
+    let lines = tampered_lines(&verified);
+    assert!(
+        lines.iter().any(|line| expected.iter().all(|part| line.contains(part))),
+        "no TAMPERED line names {expected:?}:\n{}",
+        verified.describe()
+    );
+    verified
+}
+
+async fn audit_verify_names_tampering(engine: Engine) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = dir.path().join("data");
+    let Some(database) = Database::create(engine, &data_dir).await else { return };
+
+    // Some history over HTTP: registrations, an account, a deposit, a
+    // transfer, a sign-in and a sign-out.
+    let server = Server::start(dir.path(), "serve", &database.args(), &[]).await;
+    let http = Http::new();
+    let payer = register(&http, &server, 1, PASSWORD).await;
+    let payee = register(&http, &server, 2, PASSWORD).await;
+    let (from, number) = open_account(&http, &server, &payer.tokens.access).await;
+    open_account(&http, &server, &payee.tokens.access).await;
+    let admin = admin_tokens(&http, &server, &server.admin()).await;
+    deposit(&http, &server, &admin.access, &number, "50.00").await;
+    let sent = http
+        .post(
+            &server,
+            "/api/v1/transfers",
+            Some(&payer.tokens.access),
+            &json!({"from_account": from.to_string(), "to_phone": payee.phone, "amount": "12.00", "currency": "BYN"}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "transfer: {}", sent.text);
+    // Recipient lookups are journaled too: enough of them that each of a
+    // PostgreSQL process's eight round-robin chains holds several events.
+    let lookup = format!("/api/v1/recipients?phone={}&currency=BYN", payee.phone.replace('+', "%2B"));
+    for _ in 0..32 {
+        let found = http.get(&server, &lookup, &payer.tokens.access).await;
+        assert_eq!(found.status, 200, "recipient lookup: {}", found.text);
+    }
+    let out = http.post(&server, "/api/v1/auth/logout", Some(&admin.access), &json!({})).await;
+    assert_eq!(out.status, 204, "logout: {}", out.text);
+    let stopped = server.stop().await;
+    assert!(stopped.status.success(), "kassa serve after SIGTERM:\n{}", stopped.describe());
+    assert!(stopped.stdout.lines().any(|line| line.trim() == "stopped"), "{}", stopped.describe());
+
+    assert_intact(dir.path(), &database, "verify-clean").await;
+
+    let raw = database.connect().await;
+    let chains = raw
+        .ints(
+            "SELECT chain_id, COUNT(*), MIN(chain_seq), MAX(chain_seq) FROM audit_events GROUP BY chain_id \
+             ORDER BY COUNT(*) DESC, chain_id",
+        )
+        .await;
+    let chain = chains.first().unwrap_or_else(|| panic!("no audit events at all"));
+    let (chain_id, events, first_seq, head_seq) = (chain[0], chain[1], chain[2], chain[3]);
+    assert!(events >= 4 && first_seq == 1 && head_seq == events, "the server's fullest chain: {chains:?}");
+    let event_at = async |seq: i64| -> i64 {
+        let rows =
+            raw.ints(&format!("SELECT id FROM audit_events WHERE chain_id = {chain_id} AND chain_seq = {seq}")).await;
+        rows.first().map(|row| row[0]).unwrap_or_else(|| panic!("no event #{seq} in chain {chain_id}"))
+    };
+    let middle_seq = events / 2;
+    let middle = event_at(middle_seq).await;
+    let head = event_at(head_seq).await;
+    let after_middle = event_at(middle_seq + 1).await;
+
+    // An altered event is named by its id and position, and only it.
+    raw.execute(&format!("CREATE TEMP TABLE saved_middle AS SELECT * FROM audit_events WHERE id = {middle}")).await;
+    raw.execute(&format!(
+        "UPDATE audit_events SET detail = '{{\"amount_minor\":1}}', outcome = 'ok' WHERE id = {middle}"
+    ))
+    .await;
+    let altered = assert_tampered(
+        dir.path(),
+        &database,
+        "verify-altered",
+        &[&format!("event {middle} (chain {chain_id} #{middle_seq})"), "altered"],
+    )
+    .await;
+    assert_eq!(tampered_lines(&altered).len(), 1, "only the altered event is named:\n{}", altered.describe());
+    raw.execute(&format!(
+        "UPDATE audit_events SET detail = (SELECT detail FROM saved_middle), \
+         outcome = (SELECT outcome FROM saved_middle) WHERE id = {middle}"
+    ))
+    .await;
+    assert_intact(dir.path(), &database, "verify-restored-1").await;
+
+    // The newest event deleted: the anchored head names the missing #.
+    raw.execute(&format!("CREATE TEMP TABLE saved_head AS SELECT * FROM audit_events WHERE id = {head}")).await;
+    raw.execute(&format!("DELETE FROM audit_events WHERE id = {head}")).await;
+    assert_tampered(
+        dir.path(),
+        &database,
+        "verify-head-deleted",
+        &[&format!("chain {chain_id} #{head_seq}"), &format!("#{head_seq}..#{head_seq}"), "deleted"],
+    )
+    .await;
+    raw.execute("INSERT INTO audit_events SELECT * FROM saved_head").await;
+    assert_intact(dir.path(), &database, "verify-restored-2").await;
+
+    // A middle event deleted: the event after the gap names it.
+    raw.execute(&format!("DELETE FROM audit_events WHERE id = {middle}")).await;
+    assert_tampered(
+        dir.path(),
+        &database,
+        "verify-middle-deleted",
+        &[
+            &format!("event {after_middle} (chain {chain_id} #{})", middle_seq + 1),
+            &format!("#{middle_seq}..#{middle_seq}"),
+            "deleted",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_an_altered_and_a_deleted_event() {
+    bounded(audit_verify_names_tampering(Engine::Sqlite)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_an_altered_and_a_deleted_event_on_postgres() {
+    bounded(audit_verify_names_tampering(Engine::Postgres)).await;
+}
+
+// ------------------------------------------------------------- secrets
+
+/// A secret the test handed the server or was given by it, and where it may
+/// legitimately be stored.
+struct Secret {
+    what: String,
+    value: String,
+    /// Passwords and tokens are never stored as they are (only hashes);
+    /// a TOTP secret has to be, so the database scan skips it.
+    never_stored: bool,
+}
+
+#[derive(Default)]
+struct Secrets(Vec<Secret>);
+
+impl Secrets {
+    fn add(&mut self, what: impl Into<String>, value: &str, never_stored: bool) {
+        assert!(value.len() >= 12, "a sentinel too short to search for: {value:?}");
+        self.0.push(Secret { what: what.into(), value: value.to_owned(), never_stored });
+    }
+
+    /// A token, and its signature alone (the part that makes it valid).
+    fn token(&mut self, what: &str, token: &str) {
+        self.add(what, token, true);
+        if let Some(signature) = token.rsplit('.').next().filter(|part| part.len() >= 16) {
+            self.add(format!("{what} (signature)"), signature, true);
+        }
+    }
+
+    fn tokens(&mut self, what: &str, tokens: &Tokens) {
+        self.token(&format!("{what} access token"), &tokens.access);
+        self.token(&format!("{what} refresh token"), &tokens.refresh);
+    }
+
+    /// Every place in `haystack` (one entry per line, row or body) that
+    /// holds a secret.
+    fn find_in(&self, place: &str, haystack: &[String], only_never_stored: bool, found: &mut Vec<String>) {
+        for secret in &self.0 {
+            if only_never_stored && !secret.never_stored {
+                continue;
+            }
+            for entry in haystack.iter().filter(|entry| entry.contains(&secret.value)) {
+                let shown: String = entry.chars().take(400).collect();
+                found.push(format!("{} found in {place}: {shown}", secret.what));
+            }
+        }
+    }
+}
+
+async fn no_secret_leaks(engine: Engine) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = dir.path().join("data");
+    let Some(database) = Database::create(engine, &data_dir).await else { return };
+    // Text logs on one engine and JSON on the other, so both formats are
+    // searched; everything at TRACE, dependencies included.
+    let format = if engine == Engine::Sqlite { "text" } else { "json" };
+    let env = [("KASSA_LOG", "trace"), ("KASSA_LOG_FORMAT", format)];
+    let server = Server::start(dir.path(), "serve", &database.args(), &env).await;
+    let http = Http::new();
+    let mut secrets = Secrets::default();
+    let sentinel = |what: &str| format!("Sentinel-{what}-{}", random_hex());
+
+    let first_admin = server.admin();
+    secrets.add("the first admin's password", &first_admin.password, true);
+    secrets.add("the first admin's TOTP secret", &first_admin.totp_secret, false);
+    let admin = admin_tokens(&http, &server, &first_admin).await;
+    secrets.tokens("the admin's", &admin);
+
+    // A staff user with TOTP, created over the admin API.
+    let staff_password = sentinel("Staff");
+    secrets.add("the teller's password", &staff_password, true);
+    let created = http
+        .post(
+            &server,
+            "/api/v1/admin/staff",
+            Some(&admin.access),
+            &json!({"login": "sentinel-teller", "role": "teller", "password": staff_password, "totp": true}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "create a staff user: {}", created.text);
+    let staff_totp = totp_secret_of(&created.field("totp_uri")).expect("a TOTP secret in the new user's URI");
+    secrets.add("the teller's TOTP secret", &staff_totp, false);
+    let teller = login_ok(&http, &server, "sentinel-teller", &staff_password, Some(&totp_code(&staff_totp))).await;
+    secrets.tokens("the teller's", &teller);
+
+    // A customer: registration, a wrong password, sign-in, refresh
+    // rotation, a reused refresh token, password changes.
+    let first_password = sentinel("Pass");
+    secrets.add("the customer's first password", &first_password, true);
+    let customer = register(&http, &server, 7, &first_password).await;
+    secrets.tokens("the registration's", &customer.tokens);
+    let wrong_password = sentinel("Wrong");
+    secrets.add("a wrong password", &wrong_password, true);
+    let wrong = login(&http, &server, &customer.phone, &wrong_password, None).await;
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"), "{}", wrong.text);
+    let signed_in = login_ok(&http, &server, &customer.phone, &first_password, None).await;
+    secrets.tokens("the sign-in's", &signed_in);
+    let rotated =
+        http.post(&server, "/api/v1/auth/refresh", None, &json!({"refresh_token": customer.tokens.refresh})).await;
+    assert_eq!(rotated.status, 200, "refresh: {}", rotated.text);
+    let rotated = Tokens::of(&rotated);
+    secrets.tokens("the rotated", &rotated);
+    let reused =
+        http.post(&server, "/api/v1/auth/refresh", None, &json!({"refresh_token": customer.tokens.refresh})).await;
+    assert_eq!((reused.status, reused.code()), (401, "refresh_token_reused"), "{}", reused.text);
+    let revoked = http.get(&server, "/api/v1/me", &rotated.access).await;
+    assert_eq!(revoked.status, 401, "the rotated token after the reuse: {}", revoked.text);
+    let wrong_current = sentinel("WrongCurrent");
+    secrets.add("a wrong current password", &wrong_current, true);
+    let refused = http
+        .post(
+            &server,
+            "/api/v1/auth/password",
+            Some(&signed_in.access),
+            &json!({"current_password": wrong_current, "new_password": sentinel("Unused")}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "a password change with a wrong current password: {}", refused.text);
+    let second_password = sentinel("NewPass");
+    secrets.add("the customer's new password", &second_password, true);
+    let changed = http
+        .post(
+            &server,
+            "/api/v1/auth/password",
+            Some(&signed_in.access),
+            &json!({"current_password": first_password, "new_password": second_password}),
+        )
+        .await;
+    assert_eq!(changed.status, 204, "password change: {}", changed.text);
+    let again = login_ok(&http, &server, &customer.phone, &second_password, None).await;
+    secrets.tokens("the second sign-in's", &again);
+
+    // Some money, so the journal has more than sign-ins in it.
+    let (_, number) = open_account(&http, &server, &again.access).await;
+    deposit(&http, &server, &teller.access, &number, "10.00").await;
+
+    // Bad input carrying passwords: truncated JSON, a wrong type next to a
+    // password, no content type, and a password in a bad registration.
+    let malformed = [sentinel("Truncated"), sentinel("TypeError"), sentinel("NoType"), sentinel("BadRegistration")];
+    for (i, password) in malformed.iter().enumerate() {
+        secrets.add(format!("a password in malformed body {i}"), password, true);
+    }
+    let login_url = server.url("/api/v1/auth/login");
+    let truncated = format!("{{\"login\": \"{}\", \"password\": \"{}\"", customer.phone, malformed[0]);
+    let answer = http.raw(&login_url, Some("application/json"), truncated.as_bytes()).await;
+    assert_eq!(answer.status, 422, "truncated JSON: {}", answer.text);
+    let wrong_type =
+        format!("{{\"password\": \"{}\", \"login\": {{\"phone\": \"{}\"}}}}", malformed[1], customer.phone);
+    let answer = http.raw(&login_url, Some("application/json"), wrong_type.as_bytes()).await;
+    assert_eq!(answer.status, 422, "a wrong type: {}", answer.text);
+    let untyped = format!("{{\"login\": \"{}\", \"password\": \"{}\"}}", customer.phone, malformed[2]);
+    let answer = http.raw(&login_url, None, untyped.as_bytes()).await;
+    assert_eq!(answer.status, 415, "no content type: {}", answer.text);
+    let mut bad_registration = registration(8, &malformed[3]);
+    bad_registration["phone"] = json!("not a phone");
+    bad_registration["email"] = json!(["not", "a", "string"]);
+    let answer = http.post(&server, "/api/v1/auth/register", None, &bad_registration).await;
+    assert_eq!(answer.status, 422, "a bad registration: {}", answer.text);
+    bad_registration["email"] = json!("c8@example.com");
+    let answer = http.post(&server, "/api/v1/auth/register", None, &bad_registration).await;
+    assert_eq!(answer.status, 422, "a registration with a bad phone: {}", answer.text);
+
+    // A sign-out, and the dead token presented again.
+    let out = http.post(&server, "/api/v1/auth/logout", Some(&again.access), &json!({})).await;
+    assert_eq!(out.status, 204, "logout: {}", out.text);
+    let after = http.get(&server, "/api/v1/me", &again.access).await;
+    assert_eq!(after.status, 401, "after logout: {}", after.text);
+
+    let stopped = server.stop().await;
+    assert!(stopped.status.success(), "kassa serve after SIGTERM:\n{}", stopped.describe());
+    assert!(stopped.stdout.lines().any(|line| line.trim() == "stopped"), "{}", stopped.describe());
+
+    // The search must be able to fail: the log holds TRACE/DEBUG lines for
+    // the requests, the error bodies were collected, the journal has rows.
+    let log: Vec<String> = stopped.stderr.lines().map(without_ansi).collect();
+    assert!(
+        log.iter().any(|line| line.contains("/auth/login")) && log.len() > 20,
+        "the log at TRACE should show the requests:\n{}",
+        stopped.describe()
+    );
+    let error_bodies = http.error_bodies();
+    assert!(error_bodies.len() >= 9, "too few error bodies collected: {error_bodies:#?}");
+    let raw = database.connect().await;
+    let journal = raw.rows_as_text("audit_events").await;
+    assert!(
+        journal.iter().any(|row| row.contains("auth.login")) && journal.len() >= 10,
+        "the journal should hold the sign-ins: {journal:#?}"
+    );
+
+    let mut found = Vec::new();
+    secrets.find_in("the server's log (stderr)", &log, false, &mut found);
+    secrets.find_in("an error body", &error_bodies, false, &mut found);
+    secrets.find_in("the audit journal", &journal, false, &mut found);
+    // The first admin's password and TOTP URI are printed once on stdout,
+    // by design; nothing else secret may be.
+    let stdout: Vec<String> = stopped
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with("First admin created:") && !line.contains("otpauth://"))
+        .map(str::to_owned)
+        .collect();
+    secrets.find_in("stdout", &stdout, false, &mut found);
+    // The search itself must work: it finds the admin's password where it
+    // is printed on purpose.
+    let mut control = Vec::new();
+    let printed: Vec<String> = stopped.stdout.lines().map(str::to_owned).collect();
+    secrets.find_in("stdout", &printed, false, &mut control);
+    assert!(
+        control.iter().any(|hit| hit.starts_with("the first admin's password found")),
+        "the search does not find the admin's password in stdout: {control:?}\n{}",
+        stopped.describe()
+    );
+    for table in raw.tables().await {
+        let rows = raw.rows_as_text(&table).await;
+        secrets.find_in(&format!("the database table {table}"), &rows, true, &mut found);
+    }
+    report(&format!(
+        "{engine:?}: searched {} log lines, {} error bodies, {} journal rows for {} secrets",
+        log.len(),
+        error_bodies.len(),
+        journal.len(),
+        secrets.0.len()
+    ));
+    assert!(found.is_empty(), "{engine:?}: secrets leaked:\n{}", found.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_error_bodies_or_the_journal() {
+    bounded(no_secret_leaks(Engine::Sqlite)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_error_bodies_or_the_journal_on_postgres() {
+    bounded(no_secret_leaks(Engine::Postgres)).await;
+}
+
+/// A client that sends a password as a JSON number (a numeric password,
+/// serialised by a sloppy client) gets a 422; the answer must not quote the
+/// password back. serde_json's "invalid type" message quotes the value it
+/// found, and the problem document's `detail` carries that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_sent_as_a_json_number_is_not_echoed_in_the_error_body() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = dir.path().join("data");
+        let Some(database) = Database::create(Engine::Sqlite, &data_dir).await else { return };
+        let server = Server::start(dir.path(), "serve", &database.args(), &[]).await;
+        let http = Http::new();
+        let customer = register(&http, &server, 1, PASSWORD).await;
+        let password = format!("{}", 700_000_000_000_000_u64 + rand::random::<u64>() % 100_000_000_000_000);
+        let mut registration = registration(2, PASSWORD);
+        registration["password"] = json!(password.parse::<u64>().expect("digits"));
+        let attempts = [
+            ("/api/v1/auth/login", json!({"login": customer.phone, "password": registration["password"]})),
+            ("/api/v1/auth/register", registration.clone()),
+        ];
+        let mut leaks = Vec::new();
+        for (path, body) in &attempts {
+            let answer = http.post(&server, path, None, body).await;
+            assert_eq!(answer.status, 422, "{path} with a numeric password: {}", answer.text);
+            if answer.text.contains(&password) {
+                leaks.push(format!("POST {path} -> {}: {}", answer.status, answer.text));
+            }
+        }
+        assert!(leaks.is_empty(), "the password sent came back in the error body:\n{}", leaks.join("\n"));
+    })
+    .await;
+}
