@@ -268,7 +268,7 @@ fn idempotency(headers: &HeaderMap, route: &str) -> ApiResult<Option<Idempotency
                 ServiceError::invalid("Idempotency-Key", "idempotency_key_invalid", "not visible ASCII")
             })?;
             kassa_service::money::check_idempotency_key(key)?;
-            Ok(Some(Idempotency { key: key.to_owned(), route: route.to_owned(), request: serde_json::Value::Null }))
+            Ok(Some(Idempotency { key: key.to_owned(), route: route.to_owned() }))
         }
     }
 }

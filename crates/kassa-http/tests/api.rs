@@ -375,6 +375,44 @@ on_both_engines!(forged_and_revoked_tokens_are_refused);
 on_both_engines!(sign_in_is_throttled_per_login);
 on_both_engines!(bad_input_is_always_a_4xx);
 on_both_engines!(idempotent_transfers_move_money_once);
+on_both_engines!(recipient_lookups_are_limited_per_customer);
+
+/// The masked-name preview is rate-limited per customer (20 an hour by
+/// default), so no one can walk the phone book for names; the limit is one
+/// customer's, refusals are journaled, and a payment itself is not limited.
+async fn recipient_lookups_are_limited_per_customer(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let a = app.register(1).await;
+    let b = app.register(2).await;
+    let c = app.register(3).await;
+    let account_a = app.open_account(&a.token).await;
+    app.open_account(&b.token).await;
+    app.deposit(&account_a, "10.00").await;
+    let lookup = "/api/v1/recipients?phone=%2B375297654321&currency=BYN";
+    for n in 0..20 {
+        let found = app.get(lookup, &a.token).await;
+        assert_eq!(found.status, 200, "{engine:?}: lookup {n}: {}", found.body);
+    }
+    let refused = app.get(lookup, &a.token).await;
+    assert_eq!(refused.status, 429, "{engine:?}: {}", refused.body);
+    assert_eq!(refused.body["code"], "too_many_attempts", "{engine:?}: {}", refused.body);
+    let wait: i64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait), "{engine:?}: Retry-After {wait}");
+    // An unknown phone counts too, and is refused the same way.
+    let unknown = app.get("/api/v1/recipients?phone=%2B375291119999&currency=BYN", &a.token).await;
+    assert_eq!(unknown.status, 429, "{engine:?}: {}", unknown.body);
+    // Another customer is not affected, and paying by phone still works.
+    let other = app.get(lookup, &c.token).await;
+    assert_eq!(other.status, 200, "{engine:?}: {}", other.body);
+    let sent = app.transfer(&a.token, id_of(&account_a), &b.phone, "1.00").await;
+    assert_eq!(sent.status, 201, "{engine:?}: {}", sent.body);
+    let audit = app.get("/api/v1/staff/audit?action=recipient.lookup&limit=200", &app.manager).await;
+    assert_eq!(audit.status, 200, "{engine:?}: {}", audit.body);
+    let outcomes: Vec<&str> =
+        audit.body["items"].as_array().unwrap().iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes.len(), 23, "{engine:?}: {outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "too_many_attempts").count(), 2, "{engine:?}: {outcomes:?}");
+}
 
 async fn readme_tour(engine: Engine) {
     {

@@ -111,22 +111,38 @@ impl Ledger {
     /// Starts the writer task on the current tokio runtime. It ends when the
     /// last handle is dropped, after answering everything queued.
     pub fn start(store: Arc<dyn LedgerStore>, config: LedgerConfig) -> Ledger {
+        Ledger::start_joinable(store, config).0
+    }
+
+    /// Like [`Ledger::start`], and also returns a future that resolves when
+    /// every writer has ended (after the last handle is dropped), for a
+    /// caller that runs the ledger on a runtime of its own.
+    pub fn start_joinable(
+        store: Arc<dyn LedgerStore>,
+        config: LedgerConfig,
+    ) -> (Ledger, impl std::future::Future<Output = ()> + Send + 'static) {
         let (queue, receiver) = mpsc::channel(config.queue_requests_max.max(1));
         let stats = Arc::new(LedgerStats::default());
         // Writers share the queue; each holds it only while gathering a
         // batch, so one batch gathers while others commit.
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let in_flight = Arc::new(InFlight::default());
+        let mut writers = Vec::new();
         for _ in 0..config.writers.clamp(1, store.concurrent_batches_max().max(1)) {
-            tokio::spawn(writer(
+            writers.push(tokio::spawn(writer(
                 Arc::clone(&store),
                 Arc::clone(&receiver),
                 Arc::clone(&in_flight),
                 config,
                 Arc::clone(&stats),
-            ));
+            )));
         }
-        Ledger { store, queue, stats }
+        let ended = async move {
+            for writer in writers {
+                let _ = writer.await;
+            }
+        };
+        (Ledger { store, queue, stats }, ended)
     }
 
     pub fn store(&self) -> &Arc<dyn LedgerStore> {

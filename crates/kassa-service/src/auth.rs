@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kassa_store::sql::{self, Tx, Value};
-use kassa_store::{AuditDraft, StoreError, now_us};
+use kassa_store::{StoreError, now_us};
 use serde_json::json;
 
 use crate::crypto::{self, Claims, TokenError};
@@ -657,17 +657,6 @@ fn subject(user: &SignedIn) -> String {
 /// the journal, useless to anyone who reads it.
 pub(crate) fn short(session: &str) -> String {
     session.chars().take(8).collect()
-}
-
-/// Journals `draft` alone in its own transaction (for events that change
-/// nothing else, such as a recipient lookup).
-pub(crate) async fn journal_only(bank: &Bank, draft: AuditDraft) -> ServiceResult<()> {
-    let now = now_us();
-    sql::write(&*bank.db, move |tx| {
-        sql::journal(tx, now, std::slice::from_ref(&draft))?;
-        Ok::<_, ServiceError>(())
-    })
-    .await
 }
 
 impl Bank {

@@ -13,6 +13,7 @@ pub mod country;
 pub mod crypto;
 pub mod error;
 pub mod journal;
+pub mod limits;
 pub mod money;
 pub mod people;
 pub mod settings;
@@ -163,6 +164,7 @@ pub struct Bank {
     pub(crate) profile: CountryProfile,
     pub(crate) tokens: Arc<TokenKeys>,
     pub(crate) sessions: Arc<SessionCache>,
+    pub(crate) sides: Arc<money::SideCache>,
 }
 
 impl std::fmt::Debug for Bank {
@@ -186,6 +188,7 @@ impl Bank {
             profile,
             tokens,
             sessions: Arc::new(SessionCache::default()),
+            sides: Arc::default(),
         };
         accounts::bootstrap(&bank).await?;
         Ok(bank)

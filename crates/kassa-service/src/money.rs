@@ -5,13 +5,18 @@
 //! transfer and its journal entry commit in one transaction. A request with
 //! an `Idempotency-Key` gets a transfer id derived from (caller, route,
 //! key): a retry, on any node, names the same transfer, and the ledger
-//! answers it without moving money again. The first successful response is
-//! stored and replayed; the same key with a different body is refused.
+//! answers it from the stored transfer without moving money again (the
+//! response is rebuilt from that transfer, so it is the same response); a
+//! retry whose transfer differs in any field is refused. The ledger keeps
+//! transfers for ever, so the key is honoured for ever, and the retry costs
+//! nothing beyond the ledger's own batch.
 
 use kassa_core::ledger::{NewTransfer, Transfer, TransferKind};
 use kassa_core::money::{Amount, AmountPolicy, Currency};
 use kassa_core::{AccountId, TransferId};
 use kassa_store::sql::{self, Tx, Value};
+use std::sync::Arc;
+
 use kassa_store::{StoreError, now_us};
 use serde_json::json;
 
@@ -119,14 +124,12 @@ fn new_id() -> ServiceResult<TransferId> {
     Ok(TransferId::from_bytes(bytes))
 }
 
-/// An `Idempotency-Key` with the request it came with.
+/// An `Idempotency-Key` and the route it came to.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     pub key: String,
     /// The route, e.g. `POST /api/v1/transfers`.
     pub route: String,
-    /// A canonical form of the request body.
-    pub request: serde_json::Value,
 }
 
 struct Amounts {
@@ -163,11 +166,40 @@ fn check_description(problems: &mut Vec<FieldProblem>, description: Option<&str>
     text
 }
 
-/// An account as the transfer rules need it.
-struct Side {
+/// An account as the transfer rules need it: what never changes about an
+/// account once it exists (its id, owner and currency; its number too), so
+/// it may be cached. Whether it is open or blocked is the ledger's to check,
+/// inside the batch that moves the money.
+#[derive(Clone, Debug)]
+pub(crate) struct Side {
     id: i64,
     owner: Option<i64>,
     currency: String,
+}
+
+/// Accounts by the reference a client gave (an id or a number), per
+/// process: a payment between known accounts needs no database read before
+/// the ledger's batch. Only accounts that exist are kept; they are never
+/// deleted and their facts never change, so the cache cannot go stale.
+#[derive(Debug, Default)]
+pub(crate) struct SideCache(std::sync::Mutex<std::collections::HashMap<String, Side>>);
+
+/// Entries before the cache starts over (a few MB).
+const SIDE_CACHE_MAX: usize = 100_000;
+
+impl SideCache {
+    fn get(&self, reference: &str) -> Option<Side> {
+        self.0.lock().ok()?.get(reference.trim()).cloned()
+    }
+
+    fn put(&self, reference: &str, side: Side) {
+        if let Ok(mut sides) = self.0.lock() {
+            if sides.len() >= SIDE_CACHE_MAX {
+                sides.clear();
+            }
+            sides.insert(reference.trim().to_owned(), side);
+        }
+    }
 }
 
 fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
@@ -181,11 +213,18 @@ fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
 }
 
 /// The account a reference (id or number) names, if any.
-fn find_side(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<Side>, ServiceError> {
-    match resolve_account(tx, field, reference)? {
-        Some(id) => Ok(side(tx, id)?),
-        None => Ok(None),
+fn find_side(tx: &mut dyn Tx, cache: &SideCache, field: &str, reference: &str) -> Result<Option<Side>, ServiceError> {
+    if let Some(side) = cache.get(reference) {
+        return Ok(Some(side));
     }
+    let found = match resolve_account(tx, field, reference)? {
+        Some(id) => side(tx, id)?,
+        None => None,
+    };
+    if let Some(found) = &found {
+        cache.put(reference, found.clone());
+    }
+    Ok(found)
 }
 
 /// One transfer a service is about to ask the ledger for.
@@ -203,100 +242,55 @@ struct Movement {
 }
 
 impl Bank {
-    /// Runs a money-moving request once per idempotency key: a stored
-    /// response is replayed, a different body under the same key refused.
-    async fn idempotent(
-        &self,
-        caller: &Caller,
-        idempotency: Option<Idempotency>,
-        run: impl AsyncFnOnce(Option<TransferId>) -> ServiceResult<serde_json::Value>,
-    ) -> ServiceResult<serde_json::Value> {
-        let Some(idempotency) = idempotency else { return run(None).await };
-        check_idempotency_key(&idempotency.key)?;
-        let scope = format!("{} {}", caller.actor(), idempotency.route);
-        let request_hash = crypto::sha256(idempotency.request.to_string().as_bytes()).to_vec();
-        let key = idempotency.key.clone();
-        let lookup = {
-            let (scope, key) = (scope.clone(), key.clone());
-            move |tx: &mut dyn Tx| {
-                tx.query_opt(
-                    "SELECT request_hash, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                    &[Value::from(&scope), Value::from(&key)],
-                )?
-                .map(|row| Ok::<_, StoreError>((row.blob(0)?, row.text(1)?)))
-                .transpose()
-            }
-        };
-        let replay = |stored: (Vec<u8>, String)| -> ServiceResult<serde_json::Value> {
-            if stored.0 != request_hash {
-                return Err(ServiceError::Refused(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used for a different request".into(),
-                ));
-            }
-            serde_json::from_str(&stored.1).map_err(|error| ServiceError::Internal(error.to_string()))
-        };
-        if let Some(stored) = sql::read(&*self.db, lookup.clone()).await? {
-            return replay(stored);
+    /// The accounts `references` name: from the cache when it knows them
+    /// all, else with one read.
+    async fn sides(&self, references: Vec<(&'static str, String)>) -> ServiceResult<Vec<Option<Side>>> {
+        let cached: Option<Vec<Side>> = references.iter().map(|(_, reference)| self.sides.get(reference)).collect();
+        if let Some(cached) = cached {
+            return Ok(cached.into_iter().map(Some).collect());
         }
-        let body = match run(Some(derived_id(&scope, &key, 0))).await {
-            Ok(body) => body,
-            Err(ServiceError::Conflict("idempotency_key_reused", detail)) => {
-                return Err(ServiceError::Refused("idempotency_key_reused", detail));
-            }
-            Err(error) => return Err(error),
-        };
-        let now = now_us();
-        let text = body.to_string();
-        let hash = request_hash.clone();
-        let stored = sql::write(&*self.db, move |tx| {
-            tx.execute(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) \
-                 VALUES ($1, $2, $3, 201, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
-                &[
-                    Value::from(&scope),
-                    Value::from(&key),
-                    Value::Blob(hash.clone()),
-                    Value::from(&text),
-                    Value::Int(now),
-                ],
-            )?;
-            lookup.clone()(tx)
+        let cache = Arc::clone(&self.sides);
+        sql::read(&*self.db, move |tx| {
+            references.iter().map(|(field, reference)| find_side(tx, &cache, field, reference)).collect()
         })
-        .await?;
-        match stored {
-            Some(stored) => replay(stored),
-            None => Ok(body),
-        }
+        .await
     }
 
-    /// Asks the ledger for one transfer, journaled, once per idempotency key.
+    /// Asks the ledger for one transfer, journaled. With an idempotency key
+    /// the transfer's id is derived from (caller, route, key), so a retry on
+    /// any node is answered from the transfer already recorded.
     async fn move_money(
         &self,
         caller: &Caller,
         idempotency: Option<Idempotency>,
         movement: Movement,
     ) -> ServiceResult<serde_json::Value> {
-        let idempotency = idempotency.map(|i| Idempotency { request: movement.request.clone(), ..i });
-        self.idempotent(caller, idempotency, async |id| {
-            let id = match id {
-                Some(id) => id,
-                None => new_id()?,
-            };
-            let mut transfer = NewTransfer::single(
-                id,
-                AccountId(movement.debit),
-                AccountId(movement.credit),
-                movement.amount,
-                movement.currency,
-            );
-            transfer.kind = movement.kind;
-            transfer.description = movement.description.clone();
-            let draft = caller.audit(movement.action, format!("transfer:{id}"), movement.request.clone());
-            let done = self.submit(transfer, draft).await?;
-            Ok(json!(transfer_view(&done)))
-        })
-        .await
+        let id = match &idempotency {
+            Some(idempotency) => {
+                check_idempotency_key(&idempotency.key)?;
+                derived_id(&format!("{} {}", caller.actor(), idempotency.route), &idempotency.key, 0)
+            }
+            None => new_id()?,
+        };
+        let mut transfer = NewTransfer::single(
+            id,
+            AccountId(movement.debit),
+            AccountId(movement.credit),
+            movement.amount,
+            movement.currency,
+        );
+        transfer.kind = movement.kind;
+        transfer.description = movement.description.clone();
+        let draft = caller.audit(movement.action, format!("transfer:{id}"), movement.request);
+        match self.submit(transfer, draft).await {
+            Ok(done) => Ok(json!(transfer_view(&done))),
+            // Only a derived id can be reused: the same key, another request.
+            Err(ServiceError::Conflict("idempotency_key_reused", _)) => Err(ServiceError::Refused(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request".into(),
+            )),
+            Err(error) => Err(error),
+        }
     }
 
     async fn submit(&self, transfer: NewTransfer, draft: kassa_store::AuditDraft) -> ServiceResult<Transfer> {
@@ -346,29 +340,37 @@ impl Bank {
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
-        let to_account = form.to_account.clone();
-        let (debit, credit) = sql::read(&*self.db, move |tx| {
-            let from_id = find_side(tx, "from_account", &from)?
-                .filter(|side| side.owner == Some(me))
-                .ok_or(ServiceError::NotFound("account_not_found", "no such account of yours"))?;
-            let to = match (&to_account, &to_phone) {
-                (Some(reference), _) => find_side(tx, "to_account", reference)?.filter(|side| side.owner.is_some()),
-                (None, Some(phone)) => tx
-                    .query_opt(
-                        "SELECT d.account_id FROM customers c JOIN account_details d ON d.customer_id = c.id \
-                         WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1",
-                        &[Value::from(phone), Value::from(currency.code())],
-                    )?
-                    .map(|row| row.int(0))
-                    .transpose()?
-                    .and_then(|id| side(tx, id).transpose())
-                    .transpose()?,
-                (None, None) => None,
+        let not_found =
+            || ServiceError::NotFound("recipient_not_found", "no account to pay was found for that recipient");
+        let (debit, credit) = match (form.to_account.clone(), to_phone) {
+            (Some(to), _) => {
+                let mut found = self.sides(vec![("from_account", from), ("to_account", to)]).await?.into_iter();
+                (found.next().flatten(), found.next().flatten())
             }
-            .ok_or(ServiceError::NotFound("recipient_not_found", "no account to pay was found for that recipient"))?;
-            Ok::<_, ServiceError>((from_id, to))
-        })
-        .await?;
+            (None, Some(phone)) => {
+                let cache = Arc::clone(&self.sides);
+                sql::read(&*self.db, move |tx| {
+                    let from = find_side(tx, &cache, "from_account", &from)?;
+                    let to = tx
+                        .query_opt(
+                            "SELECT d.account_id FROM customers c JOIN account_details d ON d.customer_id = c.id \
+                             WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1",
+                            &[Value::from(&phone), Value::from(currency.code())],
+                        )?
+                        .map(|row| row.int(0))
+                        .transpose()?
+                        .and_then(|id| side(tx, id).transpose())
+                        .transpose()?;
+                    Ok::<_, ServiceError>((from, to))
+                })
+                .await?
+            }
+            (None, None) => return Err(ServiceError::Invalid(problems)),
+        };
+        let debit = debit
+            .filter(|side| side.owner == Some(me))
+            .ok_or(ServiceError::NotFound("account_not_found", "no such account of yours"))?;
+        let credit = credit.filter(|side| side.owner.is_some()).ok_or_else(not_found)?;
         if debit.currency != currency.code() || credit.currency != currency.code() {
             return Err(ServiceError::Refused(
                 "currency_mismatch",
@@ -393,29 +395,45 @@ impl Bank {
         self.move_money(caller, idempotency, movement).await
     }
 
-    /// Shows whose default account a phone number pays, masked.
+    /// Shows whose default account a phone number pays, masked. Limited per
+    /// customer (`recipient_lookups_max` per `recipient_window_s`, counted
+    /// on every node) and journaled, refusals included.
     pub async fn recipient(&self, caller: &Caller, phone: &str, currency: &str) -> ServiceResult<Recipient> {
-        caller.customer()?;
+        let me = caller.customer()?;
         let phone = self.profile.normalize_phone("phone", phone).map_err(|p| ServiceError::Invalid(vec![p]))?;
         let currency = Currency::from_code(currency).map_err(|error| ServiceError::money("currency", &error))?;
-        let lookup_phone = phone.clone();
-        let found = sql::read(&*self.db, move |tx| {
-            tx.query_opt(
-                "SELECT c.first_name, c.last_name, a.number FROM customers c JOIN account_details d \
-                 ON d.customer_id = c.id JOIN accounts a ON a.id = d.account_id \
-                 WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1 AND c.status = 'active'",
-                &[Value::from(&lookup_phone), Value::from(currency.code())],
-            )?
-            .map(|row| Ok::<_, StoreError>((row.text(0)?, row.text(1)?, row.text(2)?)))
-            .transpose()
+        let draft = caller.audit("recipient.lookup", format!("phone:{phone}"), json!({"currency": currency.code()}));
+        let (max, window_s) = (self.settings.recipient_lookups_max, self.settings.recipient_window_s);
+        let now = now_us();
+        let (found, retry_after_s) = sql::write(&*self.db, move |tx| {
+            let retry_after_s =
+                crate::limits::count_use(tx, &format!("recipient-lookup customer:{me}"), max, window_s, now)?;
+            let found = if retry_after_s.is_some() {
+                None
+            } else {
+                tx.query_opt(
+                    "SELECT c.first_name, c.last_name, a.number FROM customers c JOIN account_details d \
+                     ON d.customer_id = c.id JOIN accounts a ON a.id = d.account_id \
+                     WHERE c.phone = $1 AND d.currency = $2 AND d.is_default = 1 AND c.status = 'active'",
+                    &[Value::from(&phone), Value::from(currency.code())],
+                )?
+                .map(|row| Ok::<_, StoreError>((row.text(0)?, row.text(1)?, row.text(2)?)))
+                .transpose()?
+            };
+            let mut draft = draft.clone();
+            draft.outcome = match (&retry_after_s, &found) {
+                (Some(_), _) => "too_many_attempts",
+                (None, None) => "recipient_not_found",
+                (None, Some(_)) => "ok",
+            }
+            .into();
+            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            Ok::<_, ServiceError>((found, retry_after_s))
         })
         .await?;
-        let mut draft =
-            caller.audit("recipient.lookup", format!("phone:{phone}"), json!({"currency": currency.code()}));
-        if found.is_none() {
-            draft.outcome = "recipient_not_found".into();
+        if let Some(retry_after_s) = retry_after_s {
+            return Err(ServiceError::Throttled { retry_after_s });
         }
-        crate::auth::journal_only(self, draft).await?;
         let (first, last, number) = found
             .ok_or(ServiceError::NotFound("recipient_not_found", "no account to pay was found for that recipient"))?;
         let initial: String = last.chars().take(1).collect();
@@ -454,8 +472,9 @@ impl Bank {
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
+        let cache = Arc::clone(&self.sides);
         let (customer, cash) = sql::read(&*self.db, move |tx| {
-            let customer = find_side(tx, "account", &account)?
+            let customer = find_side(tx, &cache, "account", &account)?
                 .filter(|side| side.owner.is_some())
                 .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
             let cash = system_account(tx, "cash", currency.code())?;
@@ -502,17 +521,13 @@ impl Bank {
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
-        let (debit, credit) = sql::read(&*self.db, move |tx| {
-            let mut find = |field: &str, reference: &str| {
-                find_side(tx, field, reference)?
-                    .filter(|side| side.owner.is_some())
-                    .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))
-            };
-            let debit = find("from_account", &from)?;
-            let credit = find("to_account", &to)?;
-            Ok::<_, ServiceError>((debit, credit))
-        })
-        .await?;
+        let customer_account = |side: Option<Side>| {
+            side.filter(|side| side.owner.is_some())
+                .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))
+        };
+        let mut found = self.sides(vec![("from_account", from), ("to_account", to)]).await?.into_iter();
+        let debit = customer_account(found.next().flatten())?;
+        let credit = customer_account(found.next().flatten())?;
         if debit.currency != currency.code() || credit.currency != currency.code() {
             return Err(ServiceError::Refused(
                 "currency_mismatch",

@@ -63,6 +63,11 @@ pub struct Settings {
     /// Argon2id memory in KiB (at least 19 MiB in production; tests may
     /// lower it to keep the suite fast, never below the crate's minimum).
     pub argon2_memory_kib: u32,
+    /// Recipient look-ups (`GET /recipients`) per customer within
+    /// `recipient_window_s`: enough to check a few payees, too few to walk
+    /// the phone book for names.
+    pub recipient_lookups_max: u32,
+    pub recipient_window_s: i64,
 }
 
 impl Settings {
@@ -78,6 +83,8 @@ impl Settings {
             address_failures_max: 100,
             address_window_s: 600,
             argon2_memory_kib: 19 * 1024,
+            recipient_lookups_max: 20,
+            recipient_window_s: 3600,
         }
     }
 }

@@ -113,19 +113,7 @@ pub(crate) async fn apply(
     let mut last_conflict = String::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let tx = client.transaction().await.map_err(|error| db_error("starting the batch transaction", &error))?;
-        let ran = match run(&tx, requests, &needs, now_us).await {
-            Ok(outcomes) => match chain {
-                Some(chain) => {
-                    let events = kassa_store::journal_with_outcomes(journal.to_vec(), &outcomes);
-                    crate::sqltx::append_async(&tx, chain, now_us, &events)
-                        .await
-                        .map(|()| outcomes)
-                        .map_err(failure("journaling the batch"))
-                }
-                None => Ok(outcomes),
-            },
-            Err(failed) => Err(failed),
-        };
+        let ran = run(&tx, requests, &needs, Journal { drafts: journal, chain }, now_us).await;
         let failed = match ran {
             Ok(outcomes) => match tx.commit().await {
                 Ok(()) => return Ok(outcomes),
@@ -180,11 +168,21 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(ceiling_us / 2 + mixed % (ceiling_us / 2))
 }
 
+/// A batch's audit events (one per request, if any) and the chain they go to.
+struct Journal<'a> {
+    drafts: &'a [Option<kassa_store::AuditDraft>],
+    chain: Option<i64>,
+}
+
 /// Runs one attempt inside `tx`, leaving commit or rollback to the caller.
+/// The whole batch is four round trips: BEGIN; the locks and reads (with
+/// the journal's place in its chain); the writes (with the journal's
+/// events); COMMIT.
 async fn run(
     tx: &Transaction<'_>,
     requests: &[Vec<NewTransfer>],
     needs: &Needs,
+    journal: Journal<'_>,
     now_us: i64,
 ) -> Result<Vec<Vec<TransferOutcome>>, Failure> {
     let mut state = LedgerState::default();
@@ -265,12 +263,25 @@ async fn run(
         let row = tx.query_one(&newest_statement, &[&needs.account_ids]).await.map_err(failure(context))?;
         crate::rows::get::<i64>(&row, "newest").map_err(Failure::from)
     };
-    let (accounts, transfers, reversed, mut drawn, newest) =
+    // The journal's place in its chain: after the account locks, like
+    // every lock a batch takes, so batches never wait for each other in
+    // opposite orders.
+    let events = journal.drafts.iter().filter(|draft| draft.is_some()).count();
+    let slot = async {
+        match journal.chain {
+            Some(chain) if events > 0 => crate::sqltx::reserve(tx, chain, events)
+                .await
+                .map(Some)
+                .map_err(failure("reserving the journal's place")),
+            _ => Ok(None),
+        }
+    };
+    let (accounts, transfers, reversed, mut drawn, newest, slot) =
         // Biased: always polled in this order, so when a statement fails the
         // error seen is the earliest statement's own, not the "transaction
         // is aborted" of a statement queued behind it (which would turn a
         // retryable conflict into a hard failure).
-        tokio::try_join!(biased; locked, transfers, reversed, sequence, newest)?;
+        tokio::try_join!(biased; locked, transfers, reversed, sequence, newest, slot)?;
     for account in accounts {
         state.accounts.insert(account.id, account);
     }
@@ -306,9 +317,18 @@ async fn run(
         write_transfers(tx, &effects.inserted).await?;
         write_resolutions(tx, &effects.resolved).await
     };
+    let events = kassa_store::journal_with_outcomes(journal.drafts.to_vec(), &effects.outcomes);
+    let journaled = async {
+        match slot {
+            Some(slot) => {
+                crate::sqltx::write_events(tx, slot, now_us, &events).await.map_err(failure("journaling the batch"))
+            }
+            None => Ok(()),
+        }
+    };
     // Biased for the same reason as the reads: the insert's own error (a
     // duplicate id to retry) must win over the aborted update behind it.
-    tokio::try_join!(biased; transfer_rows, write_accounts(tx, &state, &effects.touched_accounts))?;
+    tokio::try_join!(biased; transfer_rows, write_accounts(tx, &state, &effects.touched_accounts), journaled)?;
     Ok(effects.outcomes)
 }
 

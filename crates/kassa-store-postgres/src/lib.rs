@@ -71,9 +71,18 @@ impl PostgresStore {
         // A commit is acknowledged only once it is durable, whatever the
         // server's or the URL's defaults say: the ledger answers callers
         // after COMMIT returns, so COMMIT must mean "on disk".
+        //
+        // Statements are prepared once per connection and run for its whole
+        // life; with the default plan cache, PostgreSQL switches a statement
+        // to a generic plan after five runs and keeps it, and a plan chosen
+        // while a table was nearly empty (a new bank) is a sequential scan
+        // that stays one as the table grows (measured: every batch's lookup
+        // of its transfer ids scanned the whole transfers table). Our
+        // statements are small, so planning each run is cheap insurance.
+        let ours = "-c synchronous_commit=on -c plan_cache_mode=force_custom_plan";
         let options = match config.get_options() {
-            Some(existing) => format!("{existing} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
+            Some(existing) => format!("{existing} {ours}"),
+            None => ours.to_owned(),
         };
         config.options(&options);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });

@@ -11,8 +11,11 @@ use crate::error::{db_error, pool_error};
 
 /// Every migration, in order, with the version recorded in
 /// `schema_migrations` once it has been applied.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_ledger.sql")), (2, include_str!("../migrations/0002_bank.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_bank.sql")),
+    (3, include_str!("../migrations/0003_rate_limits.sql")),
+];
 
 /// The advisory lock key that serialises migrations; advisory locks are per
 /// database, so stores of different databases never wait for each other.

@@ -191,26 +191,45 @@ impl PostgresStore {
     }
 }
 
-/// Appends journal events inside the ledger's batch transaction (async, as
-/// the batch is): the chain row is locked by the first statement.
-pub(crate) async fn append_async(
+/// The place a batch's journal events take in their chain: the last
+/// sequence number and hash before them. Reserving it locks the chain's row
+/// until the transaction ends.
+pub(crate) struct ChainSlot {
+    chain_id: i64,
+    after_seq: i64,
+    after_hash: Vec<u8>,
+}
+
+/// Reserves `count` sequence numbers at the head of a chain, inside the
+/// ledger's batch transaction (one statement, sent with the batch's reads).
+pub(crate) async fn reserve(
     tx: &deadpool_postgres::Transaction<'_>,
     chain_id: i64,
-    at_us: i64,
-    drafts: &[AuditDraft],
-) -> Result<(), tokio_postgres::Error> {
-    if drafts.is_empty() {
-        return Ok(());
-    }
-    let count = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
+    count: usize,
+) -> Result<ChainSlot, tokio_postgres::Error> {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
     let head = tx
         .query_one(
             "UPDATE audit_chains SET head_seq = head_seq + $2 WHERE id = $1 RETURNING head_seq, head_hash",
             &[&chain_id, &count],
         )
         .await?;
-    let mut seq: i64 = head.get::<_, i64>(0) - count;
-    let mut prev: Vec<u8> = head.get(1);
+    Ok(ChainSlot { chain_id, after_seq: head.get::<_, i64>(0) - count, after_hash: head.get(1) })
+}
+
+/// Writes journal events into the slot reserved for them, and moves the
+/// chain's anchored head hash to the last one; the two statements are
+/// pipelined (and sent with the batch's writes).
+pub(crate) async fn write_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slot: ChainSlot,
+    at_us: i64,
+    drafts: &[AuditDraft],
+) -> Result<(), tokio_postgres::Error> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let ChainSlot { chain_id, after_seq: mut seq, after_hash: mut prev } = slot;
     let mut seqs: Vec<i64> = Vec::with_capacity(drafts.len());
     let mut clocks: Vec<Option<i64>> = Vec::with_capacity(drafts.len());
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(drafts.len());
@@ -227,7 +246,7 @@ pub(crate) async fn append_async(
     let (actors, roles, actions) = (text(|d| &d.actor), text(|d| &d.role), text(|d| &d.action));
     let (subjects, origins, outcomes, details) =
         (text(|d| &d.subject), text(|d| &d.origin), text(|d| &d.outcome), text(|d| &d.detail));
-    let statement = tx
+    let insert = tx
         .prepare_cached(
             "INSERT INTO audit_events (chain_id, chain_seq, at_us, actor, role, action, subject, origin, clock, \
              outcome, detail, prev_hash, hash) \
@@ -236,15 +255,14 @@ pub(crate) async fn append_async(
              AS u(s, a, r, ac, su, o, c, ou, d, p, h)",
         )
         .await?;
-    tx.execute(
-        &statement,
-        &[
-            &chain_id, &at_us, &seqs, &actors, &roles, &actions, &subjects, &origins, &clocks, &outcomes, &details,
-            &prevs, &hashes,
-        ],
-    )
-    .await?;
-    tx.execute("UPDATE audit_chains SET head_hash = $2 WHERE id = $1", &[&chain_id, &prev]).await?;
+    let move_head = tx.prepare_cached("UPDATE audit_chains SET head_hash = $2 WHERE id = $1").await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+        &chain_id, &at_us, &seqs, &actors, &roles, &actions, &subjects, &origins, &clocks, &outcomes, &details, &prevs,
+        &hashes,
+    ];
+    // Biased: the insert's own error wins over the update queued behind it.
+    let head: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&chain_id, &prev];
+    tokio::try_join!(biased; tx.execute(&insert, &params), tx.execute(&move_head, &head))?;
     Ok(())
 }
 

@@ -25,8 +25,11 @@ use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_store::{AccountCheckRow, BadTransfer, CheckInputs, LedgerStore, StoreError, Totals};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_ledger.sql")), (2, include_str!("../migrations/0002_bank.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_bank.sql")),
+    (3, include_str!("../migrations/0003_rate_limits.sql")),
+];
 
 const ACCOUNT_COLUMNS: &str = "id, number, owner_id, currency, kind, status, credit_limit, debits_posted, \
      credits_posted, debits_pending, credits_pending, bank_overdraft, last_seq, created_at_us";
@@ -57,6 +60,10 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// At most [`READERS_MAX`] reads run at once, so every read finds a
+    /// pooled connection instead of opening (and parsing the schema on) a
+    /// new one under load.
+    read_slots: Arc<tokio::sync::Semaphore>,
     /// This process's audit chain, created on the first journaled write.
     chain: OnceLock<i64>,
 }
@@ -415,6 +422,7 @@ impl SqliteStore {
                     path,
                     writer: Mutex::new(writer),
                     readers: Mutex::new(Vec::new()),
+                    read_slots: Arc::new(tokio::sync::Semaphore::new(READERS_MAX)),
                     chain: OnceLock::new(),
                 }),
             })
@@ -452,7 +460,12 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let slot = Arc::clone(&inner.read_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the database is closing".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let pooled = inner.readers.lock().ok().and_then(|mut readers| readers.pop());
             let mut connection = match pooled {
                 Some(connection) => connection,

@@ -357,10 +357,13 @@ pub fn journal_with_outcomes(journal: Vec<Option<AuditDraft>>, outcomes: &[Vec<T
         .zip(outcomes)
         .filter_map(|(draft, outcome)| {
             let mut draft = draft?;
+            // A retry answered from the transfer already recorded is
+            // journaled as such: it moved no money.
+            let replayed = outcome.iter().all(|result| result.as_ref().is_ok_and(|created| created.replayed));
             draft.outcome = outcome
                 .iter()
                 .find_map(|result| result.as_ref().err().map(|error| error.code()))
-                .unwrap_or("ok")
+                .unwrap_or(if replayed && !outcome.is_empty() { "replayed" } else { "ok" })
                 .to_owned();
             Some(draft)
         })

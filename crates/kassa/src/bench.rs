@@ -637,7 +637,13 @@ async fn run_http(args: &Args, seconds: u64, duration: Duration) -> anyhow::Resu
             DatabaseUrl::Postgres(_) => "postgres",
         };
         eprintln!("{database}: setting up {} customers over HTTP, then {seconds} s per endpoint", args.connections);
-        let measured = crate::bench_http::run(raw_url, database, args.connections.max(1), duration).await?;
+        let config = LedgerConfig {
+            batch_transfers_max: args.batch_max.max(1),
+            batch_wait: Duration::from_micros(args.batch_wait_us),
+            writers: args.writers,
+            ..LedgerConfig::default()
+        };
+        let measured = crate::bench_http::run(raw_url, database, args.connections.max(1), duration, config).await?;
         if args.json {
             for measurement in &measured {
                 println!("{}", measurement.json_line());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use kassa_ledger::{Ledger, LedgerConfig};
+use kassa_ledger::LedgerConfig;
 use kassa_service::people::StaffForm;
 use kassa_service::{Bank, Caller};
 use serde_json::{Value, json};
@@ -167,8 +167,13 @@ struct Payer {
 
 const PASSWORD: &str = "bench-Password-2026";
 
-/// Registers `count` customers over HTTP, opens and funds an account for
-/// each (a teller's cash deposit), and pairs each with the next.
+/// Registers `2 × count` customers over HTTP, opens and funds an account
+/// for each (a teller's cash deposit), and pairs payer `n` with payee
+/// `count + n`: each connection pays from its own account to its own
+/// payee, as many independent customers would, so concurrent batches do
+/// not all queue for the same few account rows. (A ring in which every
+/// payer is also the next one's payee makes any two batches share accounts,
+/// which serialises PostgreSQL's writers; see docs/PERFORMANCE.md.)
 async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Result<Vec<Payer>> {
     bank.create_staff(
         &Caller::anonymous("cli"),
@@ -196,11 +201,11 @@ async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Re
         .context("no teller token")?
         .to_owned();
     let mut made = Vec::with_capacity(count);
-    for n in 0..count {
+    for n in 0..2 * count {
         let registration = json!({
             "first_name": "Bench", "last_name": "Customer", "phone": format!("+37529{:07}", 1_000_000 + n),
             "email": format!("bench{n}@example.com"), "password": PASSWORD,
-            "passport_number": format!("MP{:07}", 1_000_000 + n), "personal_id": format!("3010190A{:03}PB5", n % 1000),
+            "passport_number": format!("MP{:07}", 1_000_000 + n), "personal_id": format!("{:07}A{:03}PB5", 3_010_190 + n / 1000, n % 1000),
         });
         let registered = call(&mut connection, "POST", "/api/v1/auth/register", None, registration, 201).await?;
         let token = registered["access_token"].as_str().context("no access token")?.to_owned();
@@ -226,7 +231,7 @@ async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Re
         made.push((token, account["id"].as_i64().context("no account id")?.to_string(), number));
     }
     Ok((0..count)
-        .map(|n| Payer { token: made[n].0.clone(), from: made[n].1.clone(), to: made[(n + 1) % count].2.clone() })
+        .map(|n| Payer { token: made[n].0.clone(), from: made[n].1.clone(), to: made[count + n].2.clone() })
         .collect())
 }
 
@@ -338,9 +343,9 @@ pub async fn run(
     database: &'static str,
     connections: usize,
     duration: Duration,
+    ledger_config: LedgerConfig,
 ) -> anyhow::Result<Vec<HttpMeasurement>> {
-    let (store, db) = crate::serve::open_both(url, 16).await?;
-    let ledger = Ledger::start(store, LedgerConfig::default());
+    let (ledger, db) = crate::serve::open_ledger(url, ledger_config).await?;
     let mut key = vec![0_u8; 32];
     getrandom::fill(&mut key).map_err(|error| anyhow::anyhow!("no randomness for the token key: {error}"))?;
     let config = crate::config::Config::default();
@@ -357,8 +362,21 @@ pub async fn run(
         tokio::spawn(crate::serve::run_http(listener, kassa_http::router(state), None, std::future::pending()));
     let payers = Arc::new(customers(&bank, address, connections).await?);
     let mut results = Vec::new();
+    let stats = bank.ledger().stats();
     for endpoint in [Endpoint::Livez, Endpoint::Transfer, Endpoint::TransferIdempotent] {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let before = (load(&stats.batches), load(&stats.transfers), load(&stats.commit_us_total));
         results.push(measure(database, address, &payers, endpoint, connections, duration).await?);
+        let batches = load(&stats.batches) - before.0;
+        let transfers = load(&stats.transfers) - before.1;
+        if batches > 0 {
+            eprintln!(
+                "{database}: {}: {batches} ledger batches, {:.1} transfers per batch, {:.0} µs of commit per batch",
+                endpoint.name(),
+                transfers as f64 / batches as f64,
+                (load(&stats.commit_us_total) - before.2) as f64 / batches as f64
+            );
+        }
     }
     server.abort();
     Ok(results)

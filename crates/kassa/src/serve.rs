@@ -92,12 +92,51 @@ pub async fn open_both(url: &str, pool_size: usize) -> anyhow::Result<(Arc<dyn L
     })
 }
 
+/// Opens the store a URL names and starts the ledger's writers on a
+/// runtime of their own, on a dedicated thread: under load the HTTP
+/// handlers keep the main runtime's run queue long, and a writer whose
+/// every database round trip waited behind them would make every batch
+/// (and so every payment) slow. The operating system shares the cores
+/// between that thread and the HTTP workers fairly. The services' reads use
+/// a separate pool on the main runtime.
+pub async fn open_ledger(url: &str, config: LedgerConfig) -> anyhow::Result<(Ledger, Arc<dyn Database>)> {
+    let (_, db) = open_both(url, 16).await?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let url = url.to_owned();
+    std::thread::Builder::new()
+        .name("kassa-ledger".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = sender.send(Err(anyhow::anyhow!("cannot start the ledger's runtime: {error}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match open_both(&url, 8).await {
+                    Ok((store, _)) => {
+                        let (ledger, ended) = Ledger::start_joinable(store, config);
+                        let _ = sender.send(Ok(ledger));
+                        // Runs until every handle is dropped.
+                        ended.await;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                    }
+                }
+            });
+        })
+        .context("starting the ledger's thread")?;
+    let ledger = receiver.await.context("the ledger's thread ended before starting")??;
+    Ok((ledger, db))
+}
+
 /// Opens the data directory and the bank's services.
 pub async fn open_bank(config: &Config) -> anyhow::Result<(DataDir, Bank)> {
     let data_dir = DataDir::open_or_create(&config.data_dir)?;
     let token_key = data_dir.token_key(config.token_key_file())?;
-    let (store, db) = open_both(&config.database_url(), 16).await?;
-    let ledger = Ledger::start(store, LedgerConfig::default());
+    let (ledger, db) = open_ledger(&config.database_url(), LedgerConfig::default()).await?;
     let bank = Bank::start(db, ledger, config.settings(token_key)).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     Ok((data_dir, bank))
 }
