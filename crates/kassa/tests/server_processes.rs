@@ -158,7 +158,11 @@ impl Server {
                 .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
                 .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
             {
-                assert!(base.starts_with("http://127.0.0.1:"), "{}: not on loopback: {base}", self.name);
+                assert!(
+                    base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"),
+                    "{}: not on loopback: {base}",
+                    self.name
+                );
                 self.base = base;
                 self.admin = first_admin(&stdout);
                 return;
@@ -1288,6 +1292,71 @@ async fn a_password_sent_as_a_json_number_is_not_echoed_in_the_error_body() {
             }
         }
         assert!(leaks.is_empty(), "the password sent came back in the error body:\n{}", leaks.join("\n"));
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ HTTPS
+
+/// `kassa serve --https` serves the API over TLS with the certificate it
+/// generated in the data directory, which verifies against the generated
+/// local CA (and only for the names it was made for); the same port gives
+/// a plain-HTTP client no HTTP answer; SIGTERM still drains and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_with_the_generated_certificate() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = dir.path().join("data");
+        let Some(database) = Database::create(Engine::Sqlite, &data_dir).await else { return };
+        let mut args = database.args();
+        args.push("--https");
+        let server = Server::start(dir.path(), "https", &args, &[]).await;
+        assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.describe());
+        let address = server.base.trim_start_matches("https://").to_owned();
+
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(data_dir.join("tls").join("ca.pem")).expect("tls/ca.pem is readable")
+        {
+            roots.add(cert.expect("a PEM certificate")).expect("the CA certificate is accepted");
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("the HTTPS port accepts");
+        let name = ServerName::try_from("localhost").expect("a server name");
+        let mut tls = connector.connect(name, tcp).await.expect("the certificate verifies against tls/ca.pem");
+        tls.write_all(b"GET /api/v1/bank HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("the request is sent");
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.expect("the answer is read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"name\""), "the bank's identity: {answer}");
+
+        // A name the certificate was not made for does not verify.
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("the HTTPS port accepts");
+        let name = ServerName::try_from("bank.example.com").expect("a server name");
+        assert!(connector.connect(name, tcp).await.is_err(), "a certificate for another name must not verify");
+
+        // Plain HTTP on the TLS port gets no HTTP answer.
+        let mut plain = tokio::net::TcpStream::connect(&address).await.expect("the HTTPS port accepts");
+        plain.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("the request is sent");
+        let mut bytes = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut bytes)).await;
+        assert!(!bytes.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&bytes));
+
+        let stopped = server.stop().await;
+        assert!(stopped.status.success(), "kassa serve --https after SIGTERM:\n{}", stopped.describe());
     })
     .await;
 }
