@@ -72,14 +72,14 @@ impl PostgresStore {
         // server's or the URL's defaults say: the ledger answers callers
         // after COMMIT returns, so COMMIT must mean "on disk".
         //
-        // Statements are prepared once per connection and run for its whole
-        // life; with the default plan cache, PostgreSQL switches a statement
-        // to a generic plan after five runs and keeps it, and a plan chosen
-        // while a table was nearly empty (a new bank) is a sequential scan
-        // that stays one as the table grows (measured: every batch's lookup
-        // of its transfer ids scanned the whole transfers table). Our
-        // statements are small, so planning each run is cheap insurance.
-        let ours = "-c synchronous_commit=on -c plan_cache_mode=force_custom_plan";
+        // (Statements stay prepared for a connection's life, and PostgreSQL
+        // may switch one to a generic plan after five runs; on a brand-new
+        // database that plan is made for empty tables — a sequential scan of
+        // `transfers` — until autovacuum's first ANALYZE of the growing
+        // table, within a minute or so, invalidates it. Forcing a custom
+        // plan for every run avoids that minute but costs about a quarter of
+        // the ledger's throughput for ever, measured; see docs/PERFORMANCE.md.)
+        let ours = "-c synchronous_commit=on";
         let options = match config.get_options() {
             Some(existing) => format!("{existing} {ours}"),
             None => ours.to_owned(),

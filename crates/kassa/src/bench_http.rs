@@ -5,7 +5,7 @@
 //! server, with the same number of keep-alive connections.
 //!
 //! The server is the real router (`kassa_http::router`) over a fresh bank,
-//! in this process; the load generator is a minimal HTTP/1.1 keep-alive
+//! in this process, warmed up with one unmeasured round of transfers; the load generator is a minimal HTTP/1.1 keep-alive
 //! client, one task per connection, so that the measurement is of the
 //! server and not of a client library. Both share the machine's cores, as
 //! they would in any loopback benchmark.
@@ -362,6 +362,20 @@ pub async fn run(
         tokio::spawn(crate::serve::run_http(listener, kassa_http::router(state), None, std::future::pending()));
     let payers = Arc::new(customers(&bank, address, connections).await?);
     let mut results = Vec::new();
+    // A warm-up, not measured: the tables grow from empty, PostgreSQL's
+    // statistics and caches settle (the first seconds of a new database
+    // are measurably slower), like the preload of the ledger benchmark.
+    let warm_up = measure(database, address, &payers, Endpoint::Transfer, connections, duration).await?;
+    eprintln!("{database}: warm-up (not measured): {} transfers", warm_up.requests);
+    if database == "postgres" {
+        // What autovacuum does within its first minute on a growing table:
+        // fresh statistics, so plans made while the tables were empty are
+        // replaced (a long-running server has them; a brand-new database
+        // gets them within a minute or so).
+        kassa_store::sql::write(&**bank.database(), |tx| tx.execute("ANALYZE", &[]).map(|_| ()))
+            .await
+            .map_err(|error: kassa_store::StoreError| anyhow::anyhow!("ANALYZE: {error}"))?;
+    }
     let stats = bank.ledger().stats();
     for endpoint in [Endpoint::Livez, Endpoint::Transfer, Endpoint::TransferIdempotent] {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
