@@ -376,6 +376,176 @@ on_both_engines!(sign_in_is_throttled_per_login);
 on_both_engines!(bad_input_is_always_a_4xx);
 on_both_engines!(idempotent_transfers_move_money_once);
 on_both_engines!(recipient_lookups_are_limited_per_customer);
+on_both_engines!(registration_rules_of_the_country_profile);
+on_both_engines!(the_staff_desk_is_journaled_with_the_staff_member);
+
+/// DESIGN.md section 4 over HTTP: input normalised before validation, one
+/// specific code per invalid field, unique phone and personal id, the first
+/// account of a currency is the default and the default can be moved (and
+/// payments by phone follow it), an account number with a typo is refused
+/// before money moves.
+async fn registration_rules_of_the_country_profile(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let mut form = registration(1);
+    form["phone"] = json!("+375 (29) 123-45-67");
+    let registered = app.post("/api/v1/auth/register", None, form).await;
+    assert_eq!(registered.status, 201, "{engine:?}: {}", registered.body);
+    assert_eq!(registered.body["customer"]["phone"], "+375291234567", "{engine:?}: normalised");
+    let a = Customer {
+        id: registered.body["customer"]["id"].as_i64().unwrap(),
+        token: registered.body["access_token"].as_str().unwrap().to_owned(),
+        refresh: String::new(),
+        phone: "+375291234567".into(),
+    };
+
+    // Every field wrong at once: one problem per field, each with its code.
+    let bad = json!({
+        "first_name": "A", "last_name": "Ivan0v", "phone": "+4930123456", "email": "not-an-address",
+        "password": "short", "passport_number": "M1234567", "personal_id": "12345",
+    });
+    let refused = app.post("/api/v1/auth/register", None, bad).await;
+    assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+    let problems: Vec<(String, String)> = refused.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["field"].as_str().unwrap().to_owned(), p["code"].as_str().unwrap().to_owned()))
+        .collect();
+    for (field, code) in [
+        ("first_name", "name_too_short"),
+        ("last_name", "name_invalid_characters"),
+        ("phone", "phone_wrong_country"),
+        ("email", "email_invalid"),
+        ("password", "password_too_short"),
+        ("passport_number", "passport_number_invalid"),
+        ("personal_id", "personal_id_invalid"),
+    ] {
+        assert!(problems.contains(&(field.to_owned(), code.to_owned())), "{engine:?}: {field}/{code} in {problems:?}");
+    }
+    assert_eq!(problems.len(), 7, "{engine:?}: one problem per field: {problems:?}");
+    let mut common = registration(5);
+    common["password"] = json!("password1234");
+    let refused = app.post("/api/v1/auth/register", None, common).await;
+    assert!(refused.codes().iter().any(|c| c == "password_too_common"), "{engine:?}: {}", refused.body);
+
+    // The phone and the personal id are unique.
+    let mut same_phone = registration(6);
+    same_phone["phone"] = json!("+375291234567");
+    let refused = app.post("/api/v1/auth/register", None, same_phone).await;
+    assert!(refused.codes().iter().any(|c| c == "phone_taken"), "{engine:?}: {}", refused.body);
+    let mut same_id = registration(7);
+    same_id["personal_id"] = registration(1)["personal_id"].clone();
+    let refused = app.post("/api/v1/auth/register", None, same_id).await;
+    assert!(refused.codes().iter().any(|c| c == "personal_id_taken"), "{engine:?}: {}", refused.body);
+
+    // The first account of a currency is the default; the default moves.
+    let b = app.register(2).await;
+    let first = app.open_account(&b.token).await;
+    let second = app.open_account(&b.token).await;
+    assert_eq!(first["is_default"], true, "{engine:?}: {first}");
+    assert_eq!(second["is_default"], false, "{engine:?}: {second}");
+    let moved = app
+        .send(
+            Method::PATCH,
+            &format!("/api/v1/accounts/{}", id_of(&second)),
+            Some(&b.token),
+            Some(json!({"is_default": true})),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{engine:?}: {}", moved.body);
+    assert_eq!(app.account(&b.token, id_of(&first)).await["is_default"], false, "{engine:?}: one default per currency");
+    let account_a = app.open_account(&a.token).await;
+    app.deposit(&account_a, "10.00").await;
+    let sent = app.transfer(&a.token, id_of(&account_a), &b.phone, "2.00").await;
+    assert_eq!(sent.status, 201, "{engine:?}: {}", sent.body);
+    assert_eq!(sent.body["credit_account"], id_of(&second), "{engine:?}: paid to the new default");
+
+    // A typo in an account number is caught by its check digits.
+    let number = second["number"].as_str().unwrap().to_owned();
+    let last = number.chars().last().unwrap();
+    let typo = format!("{}{}", &number[..number.len() - 1], if last == '1' { '2' } else { '1' });
+    let refused = app
+        .post(
+            "/api/v1/transfers",
+            Some(&a.token),
+            json!({"from_account": id_of(&account_a).to_string(), "to_account": typo, "amount": "1.00", "currency": "BYN"}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+    assert!(refused.codes().iter().any(|c| c == "account_number_check_digits"), "{engine:?}: {}", refused.body);
+    assert_eq!(app.balance(&a.token, id_of(&account_a)).await, "8.00", "{engine:?}: nothing moved");
+}
+
+/// What the seed banks' admins do at the desk, over HTTP: a teller
+/// registers a customer (who must change the given password before anything
+/// else), opens an account for them, takes cash and moves money between two
+/// customers' accounts; every step is journaled with the teller as actor.
+async fn the_staff_desk_is_journaled_with_the_staff_member(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let mut form = registration(3);
+    form.as_object_mut().unwrap().remove("password");
+    let registered = app.post("/api/v1/staff/customers", Some(&app.teller), form).await;
+    assert_eq!(registered.status, 201, "{engine:?}: {}", registered.body);
+    let customer_id = registered.body["customer"]["id"].as_i64().unwrap();
+    let temporary = registered.body["temporary_password"].as_str().unwrap().to_owned();
+    let phone = registered.body["customer"]["phone"].as_str().unwrap().to_owned();
+
+    let opened =
+        app.post(&format!("/api/v1/staff/customers/{customer_id}/accounts"), Some(&app.teller), open_form()).await;
+    assert_eq!(opened.status, 201, "{engine:?}: {}", opened.body);
+    assert_eq!(opened.body["owner"], customer_id, "{engine:?}: {}", opened.body);
+    app.deposit(&opened.body, "50.00").await;
+
+    // The given password works once, for changing it and nothing else.
+    let signed_in = app.login(&phone, &temporary, None).await;
+    assert_eq!(signed_in.status, 200, "{engine:?}: {}", signed_in.body);
+    assert_eq!(signed_in.body["password_change_required"], true, "{engine:?}: {}", signed_in.body);
+    let restricted = signed_in.body["access_token"].as_str().unwrap().to_owned();
+    let refused = app.get("/api/v1/accounts", &restricted).await;
+    assert_eq!(refused.status, 403, "{engine:?}: {}", refused.body);
+    assert_eq!(refused.body["code"], "password_change_required", "{engine:?}: {}", refused.body);
+    let changed = app
+        .post(
+            "/api/v1/auth/password",
+            Some(&restricted),
+            json!({"current_password": temporary, "new_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(changed.status, 204, "{engine:?}: {}", changed.body);
+    let token = app.login_ok(&phone, PASSWORD, None).await;
+    assert_eq!(app.balance(&token, id_of(&opened.body)).await, "50.00", "{engine:?}");
+
+    // A staff transfer between two customers' accounts.
+    let other = app.register(4).await;
+    let other_account = app.open_account(&other.token).await;
+    let moved = app
+        .post(
+            "/api/v1/staff/transfers",
+            Some(&app.teller),
+            json!({"from_account": opened.body["number"], "to_account": other_account["number"], "amount": "20.00",
+                   "currency": "BYN", "description": "as instructed at the desk"}),
+        )
+        .await;
+    assert_eq!(moved.status, 201, "{engine:?}: {}", moved.body);
+    assert_eq!(app.balance(&token, id_of(&opened.body)).await, "30.00", "{engine:?}");
+    assert_eq!(app.balance(&other.token, id_of(&other_account)).await, "20.00", "{engine:?}");
+
+    // The journal names the teller for each desk action.
+    let me = app.get("/api/v1/staff/audit?action=staff.transfer&limit=10", &app.manager).await;
+    let teller = me.body["items"][0]["actor"].as_str().unwrap_or_default().to_owned();
+    assert!(teller.starts_with("staff:"), "{engine:?}: {}", me.body);
+    for action in ["customer.register", "account.open", "cash.deposit", "staff.transfer"] {
+        let events = app.get(&format!("/api/v1/staff/audit?action={action}&limit=50"), &app.manager).await;
+        assert_eq!(events.status, 200, "{engine:?}: {}", events.body);
+        let by_teller = events.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["actor"] == teller.as_str() && e["role"] == "teller")
+            .count();
+        assert!(by_teller >= 1, "{engine:?}: no {action} by {teller}: {}", events.body);
+    }
+}
 
 /// The masked-name preview is rate-limited per customer (20 an hour by
 /// default), so no one can walk the phone book for names; the limit is one
@@ -537,9 +707,13 @@ async fn authorization_matrix(engine: Engine) {
                 let answer = app.send(method.clone(), &path, Some(&a.token), body.clone()).await;
                 assert_eq!(answer.status, 403, "{what}: customer token: {}", answer.body);
             }
-            if route.access == Access::Admin {
+            if matches!(route.access, Access::Manager | Access::Admin) {
                 let answer = app.send(method.clone(), &path, Some(&app.teller), body.clone()).await;
                 assert_eq!(answer.status, 403, "{what}: teller token: {}", answer.body);
+            }
+            if route.access == Access::Admin {
+                let answer = app.send(method.clone(), &path, Some(&app.manager), body.clone()).await;
+                assert_eq!(answer.status, 403, "{what}: manager token: {}", answer.body);
             }
             if route.access != Access::Anyone {
                 let answer = app.send(method.clone(), &path, None, body.clone()).await;
@@ -709,6 +883,30 @@ async fn bad_input_is_always_a_4xx(engine: Engine) {
         let valid = json!({"amount": "1.00", "currency": "BYN", "account": number, "from_account": id.to_string(),
             "to_phone": b.phone});
         payloads.push(("no content type", serde_json::to_vec(&valid).unwrap(), false));
+        // Money that is not money: each must be refused on every money route.
+        for (what, amount) in [
+            ("three decimals for BYN", json!("1.005")),
+            ("exponent notation", json!("1e2")),
+            ("a huge amount", json!("99999999999999999999999999.99")),
+            ("a negative amount", json!("-1.00")),
+            ("an amount as a JSON number beyond f64", serde_json::from_str::<Value>("1e400").unwrap_or(json!(1e300))),
+        ] {
+            let mut money = valid.clone();
+            money["amount"] = amount;
+            payloads.push((what, serde_json::to_vec(&money).unwrap(), true));
+        }
+        let mut ids = registration(9);
+        ids["phone"] = json!("+375٢٩١٢٣٤٥٦٧");
+        ids["passport_number"] = json!("MP١٢٣٤٥٦٧");
+        payloads.push(("unicode digits in a phone and a passport", serde_json::to_vec(&ids).unwrap(), true));
+        let mut nul = valid.clone();
+        for field in ["login", "password", "first_name", "nickname", "description", "name", "current_password"] {
+            nul[field] = json!("a\u{0}b");
+        }
+        payloads.push(("a NUL character", serde_json::to_vec(&nul).unwrap(), true));
+        let customers_before = app.get("/api/v1/staff/customers?limit=200", &app.manager).await.body["items"].clone();
+        let staff_before = app.get("/api/v1/admin/staff", &app.admin).await.body.clone();
+        let products_before = app.get("/api/v1/products", &a.token).await.body.clone();
         for route in ROUTES {
             let method = method_of(route);
             if route.body.is_none() || !matches!(method, Method::POST | Method::PUT | Method::PATCH) {
@@ -721,9 +919,14 @@ async fn bad_input_is_always_a_4xx(engine: Engine) {
             };
             let path = route.path.replace("{id}", &id.to_string());
             for (what, bytes, json_type) in &payloads {
-                // Only the money routes read an amount; elsewhere the field
+                // Only the money routes read an amount, and only the
+                // registrations a phone and a passport; elsewhere the field
                 // is unknown and ignored.
-                if *what == "unicode digits" && !matches!(route.body, Some("Transfer" | "Cash")) {
+                let money = what.contains("amount") || what.contains("decimals") || what.contains("exponent");
+                if (*what == "unicode digits" || money) && !matches!(route.body, Some("Transfer" | "Cash")) {
+                    continue;
+                }
+                if what.contains("passport") && route.body != Some("Registration") {
                     continue;
                 }
                 let mut request = app
@@ -751,11 +954,104 @@ async fn bad_input_is_always_a_4xx(engine: Engine) {
                     answer.status,
                     answer.body
                 );
+                assert_problem(&answer, &format!("{engine:?}: {} {} with {what}", route.method, route.path));
+            }
+            // Missing fields: `{}` is a 4xx wherever a field is required,
+            // and never a 5xx where every field is optional.
+            let empty = app.send(method.clone(), &path, Some(token), Some(json!({}))).await;
+            assert!(
+                empty.status < 500,
+                "{engine:?}: {} {} with {{}}: {} {}",
+                route.method,
+                route.path,
+                empty.status,
+                empty.body
+            );
+            if matches!(
+                route.body,
+                Some("Transfer" | "Cash" | "Registration" | "Login" | "OpenAccount" | "Product" | "StaffUser")
+            ) {
+                assert!(
+                    (400..500).contains(&empty.status),
+                    "{engine:?}: {} {} with {{}}: {}",
+                    route.method,
+                    route.path,
+                    empty.status
+                );
+                assert_problem(&empty, &format!("{engine:?}: {} {} with {{}}", route.method, route.path));
             }
         }
+        // Query strings and path ids that are not what they should be, on
+        // every route: never a 5xx, and every refusal a problem document.
+        for route in ROUTES {
+            let token = match route.access {
+                Access::Admin => &app.admin,
+                Access::Teller | Access::Manager => &app.manager,
+                _ => &a.token,
+            };
+            for (what, id_text) in
+                [("a huge id", "99999999999999999999999"), ("a unicode id", "%D9%A1"), ("a negative id", "-1")]
+            {
+                if !route.path.contains("{id}") {
+                    continue;
+                }
+                let path = route.path.replace("{id}", id_text);
+                let answer = app.send(method_of(route), &path, Some(token), plausible_body(route.body)).await;
+                assert_eq!(
+                    answer.status, 404,
+                    "{engine:?}: {} {} with {what}: {}",
+                    route.method, route.path, answer.body
+                );
+                assert_problem(&answer, &format!("{engine:?}: {} {} with {what}", route.method, route.path));
+            }
+            if method_of(route) != Method::GET {
+                continue;
+            }
+            let path = route.path.replace("{id}", &id.to_string());
+            for query in [
+                "limit=abc",
+                "limit=99999999999999999999",
+                "limit=-1",
+                "limit=0",
+                "cursor=%FF%FE",
+                "cursor=١٢",
+                "phone=%D9%A1%D9%A2&currency=BYN",
+                "currency=XXX&phone=%2B375297654321",
+                "action=%00",
+            ] {
+                let answer = app.get(&format!("{path}?{query}"), token).await;
+                assert!(
+                    answer.status < 500,
+                    "{engine:?}: GET {}?{query}: {} {}",
+                    route.path,
+                    answer.status,
+                    answer.body
+                );
+                if (400..500).contains(&answer.status) {
+                    assert_problem(&answer, &format!("{engine:?}: GET {}?{query}", route.path));
+                }
+            }
+        }
+        assert_eq!(
+            app.get("/api/v1/staff/customers?limit=200", &app.manager).await.body["items"],
+            customers_before,
+            "{engine:?}: no customer was created or changed"
+        );
+        assert_eq!(app.get("/api/v1/admin/staff", &app.admin).await.body, staff_before, "{engine:?}: no staff user");
+        assert_eq!(app.get("/api/v1/products", &a.token).await.body, products_before, "{engine:?}: no product");
         assert_eq!(app.balance(&a.token, id).await, "100.00", "{engine:?}");
         assert_eq!(app.get("/api/v1/me", &a.token).await.status, 200, "{engine:?}: the customer is still signed in");
     }
+}
+
+/// A refusal is an `application/problem+json` document with a stable code.
+fn assert_problem(answer: &Answer, what: &str) {
+    if answer.headers.is_empty() {
+        return; // read over a plain socket (the 1 MB body): status only
+    }
+    let content_type = answer.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(content_type.starts_with("application/problem+json"), "{what}: content type {content_type:?}");
+    assert!(answer.body["code"].as_str().is_some_and(|code| !code.is_empty()), "{what}: no code in {}", answer.body);
 }
 
 async fn idempotent_transfers_move_money_once(engine: Engine) {
