@@ -421,8 +421,8 @@ async fn products(State(s): State<AppState>) -> ApiResult<Response> {
     Ok(ok(json!({"items": s.bank.products().await?, "next_cursor": null})))
 }
 
-async fn accounts(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Response> {
-    Ok(ok(s.bank.accounts(&caller, None).await?))
+async fn accounts(State(s): State<AppState>, Auth(caller): Auth, Q(page): Q<PageQuery>) -> ApiResult<Response> {
+    Ok(ok(s.bank.accounts(&caller, None, page.cursor.as_deref(), page.limit).await?))
 }
 
 async fn open_account(
@@ -507,8 +507,13 @@ async fn staff_customer_status(
     Ok(ok(s.bank.set_customer_status(&caller, id, &status).await?))
 }
 
-async fn staff_customer_accounts(State(s): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {
-    Ok(ok(s.bank.accounts(&caller, Some(id)).await?))
+async fn staff_customer_accounts(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Id(id): Id,
+    Q(page): Q<PageQuery>,
+) -> ApiResult<Response> {
+    Ok(ok(s.bank.accounts(&caller, Some(id), page.cursor.as_deref(), page.limit).await?))
 }
 
 async fn staff_open_account(
@@ -601,8 +606,8 @@ async fn staff_audit_verify(State(s): State<AppState>, Auth(caller): Auth) -> Ap
 
 // ------------------------------------------------------------------ admin
 
-async fn admin_staff(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Response> {
-    Ok(ok(s.bank.list_staff(&caller).await?))
+async fn admin_staff(State(s): State<AppState>, Auth(caller): Auth, Q(page): Q<PageQuery>) -> ApiResult<Response> {
+    Ok(ok(s.bank.list_staff(&caller, page.cursor.as_deref(), page.limit).await?))
 }
 
 async fn admin_create_staff(

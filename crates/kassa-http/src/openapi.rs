@@ -95,7 +95,7 @@ pub static ROUTES: &[RouteDoc] = &[
     ),
     route(Method::GET, "/api/v1/bank", Anyone, "The bank's name, address, phone, country and timezone", None),
     route(Method::GET, "/api/v1/products", Anyone, "What can be opened", None),
-    route(Method::GET, "/api/v1/accounts", Customer, "My accounts", None),
+    route(Method::GET, "/api/v1/accounts", Customer, "My accounts (paged)", None),
     route(Method::POST, "/api/v1/accounts", Customer, "Open an account", Some("OpenAccount")),
     route(Method::GET, "/api/v1/accounts/{id}", Customer, "One of my accounts", None),
     route(
@@ -113,7 +113,7 @@ pub static ROUTES: &[RouteDoc] = &[
     route(Method::POST, "/api/v1/staff/customers", Teller, "Register a customer at the desk", Some("Registration")),
     route(Method::GET, "/api/v1/staff/customers/{id}", Teller, "One customer", None),
     route(Method::PUT, "/api/v1/staff/customers/{id}/status", Manager, "Block or unblock a customer", Some("Status")),
-    route(Method::GET, "/api/v1/staff/customers/{id}/accounts", Teller, "A customer's accounts", None),
+    route(Method::GET, "/api/v1/staff/customers/{id}/accounts", Teller, "A customer's accounts (paged)", None),
     route(
         Method::POST,
         "/api/v1/staff/customers/{id}/accounts",
@@ -135,7 +135,7 @@ pub static ROUTES: &[RouteDoc] = &[
     route(Method::GET, "/api/v1/staff/transactions", Teller, "All transactions, newest first (paged)", None),
     route(Method::GET, "/api/v1/staff/audit", Manager, "The audit journal, filtered and paged", None),
     route(Method::GET, "/api/v1/staff/audit/verify", Manager, "Verify the journal's hash chains", None),
-    route(Method::GET, "/api/v1/admin/staff", Admin, "Staff users", None),
+    route(Method::GET, "/api/v1/admin/staff", Admin, "Staff users (paged)", None),
     route(Method::POST, "/api/v1/admin/staff", Admin, "Create a staff user", Some("StaffUser")),
     route(Method::PUT, "/api/v1/admin/staff/{id}/status", Admin, "Block or unblock a staff user", Some("Status")),
     route(Method::PUT, "/api/v1/admin/products", Admin, "Add or change a product", Some("Product")),

@@ -545,6 +545,21 @@ async fn the_staff_desk_is_journaled_with_the_staff_member(engine: Engine) {
             .count();
         assert!(by_teller >= 1, "{engine:?}: no {action} by {teller}: {}", events.body);
     }
+
+    // Every list pages: accounts and staff users too.
+    app.post(&format!("/api/v1/staff/customers/{customer_id}/accounts"), Some(&app.teller), open_form()).await;
+    let first = app.get(&format!("/api/v1/staff/customers/{customer_id}/accounts?limit=1"), &app.teller).await;
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 1, "{engine:?}: {}", first.body);
+    let cursor = first.body["next_cursor"].as_str().expect("a second page").to_owned();
+    let second = app.get(&format!("/api/v1/accounts?limit=5&cursor={cursor}"), &token).await;
+    assert_eq!(second.body["items"].as_array().unwrap().len(), 1, "{engine:?}: {}", second.body);
+    assert_ne!(second.body["items"][0]["id"], first.body["items"][0]["id"], "{engine:?}");
+    let staff = app.get("/api/v1/admin/staff?limit=2", &app.admin).await;
+    assert_eq!(staff.body["items"].as_array().unwrap().len(), 2, "{engine:?}: {}", staff.body);
+    let rest = app
+        .get(&format!("/api/v1/admin/staff?cursor={}", staff.body["next_cursor"].as_str().unwrap()), &app.admin)
+        .await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1, "{engine:?}: three staff users: {}", rest.body);
 }
 
 /// The masked-name preview is rate-limited per customer (20 an hour by

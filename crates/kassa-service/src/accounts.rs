@@ -495,7 +495,13 @@ impl Bank {
     }
 
     /// The caller's accounts (or, for staff, a customer's).
-    pub async fn accounts(&self, caller: &Caller, customer: Option<i64>) -> ServiceResult<Page<AccountView>> {
+    pub async fn accounts(
+        &self,
+        caller: &Caller,
+        customer: Option<i64>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<Page<AccountView>> {
         let owner = match customer {
             None => caller.customer()?,
             Some(id) => {
@@ -503,14 +509,20 @@ impl Bank {
                 id
             }
         };
+        let limit = crate::page_limit(limit)?;
+        let after = crate::page_cursor(cursor)?.unwrap_or(0);
         let items = sql::read(&*self.db, move |tx| {
-            tx.query(&format!("{ACCOUNT_VIEW_SQL} WHERE d.customer_id = $1 ORDER BY a.id"), &[Value::Int(owner)])?
-                .iter()
-                .map(view_from_row)
-                .collect::<Result<Vec<_>, _>>()
+            tx.query(
+                &format!("{ACCOUNT_VIEW_SQL} WHERE d.customer_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"),
+                &[Value::Int(owner), Value::Int(after), Value::Int(i64::from(limit))],
+            )?
+            .iter()
+            .map(view_from_row)
+            .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-        Ok(Page { items, next_cursor: None })
+        let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|a| a.id.to_string())).flatten();
+        Ok(Page { items, next_cursor })
     }
 
     /// One account: the owner's, or any for staff. Someone else's account

@@ -563,14 +563,25 @@ impl Bank {
         Ok(NewStaff { staff, totp_uri })
     }
 
-    pub async fn list_staff(&self, caller: &Caller) -> ServiceResult<Page<StaffUser>> {
+    pub async fn list_staff(
+        &self,
+        caller: &Caller,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<Page<StaffUser>> {
         caller.staff(Role::Admin)?;
+        let limit = page_limit(limit)?;
+        let after = page_cursor(cursor)?.unwrap_or(0);
         let items = sql::read(&*self.db, move |tx| {
-            let ids = tx.query("SELECT id FROM staff ORDER BY id LIMIT 1000", &[])?;
+            let ids = tx.query(
+                "SELECT id FROM staff WHERE id > $1 ORDER BY id LIMIT $2",
+                &[Value::Int(after), Value::Int(i64::from(limit))],
+            )?;
             ids.iter().map(|row| read_staff(tx, row.int(0)?)).collect::<Result<Vec<_>, ServiceError>>()
         })
         .await?;
-        Ok(Page { items, next_cursor: None })
+        let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|s| s.id.to_string())).flatten();
+        Ok(Page { items, next_cursor })
     }
 
     /// An admin blocks or unblocks a staff user (never themself).

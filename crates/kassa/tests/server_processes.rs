@@ -1360,3 +1360,46 @@ async fn https_serves_the_api_with_the_generated_certificate() {
     })
     .await;
 }
+
+// ------------------------------------------------------------ SIGTERM drain
+
+/// SIGTERM while requests are being served: each is answered in full, and
+/// then the server exits 0. Registrations are the requests (each hashes a
+/// password with argon2id, so they are still running when the signal
+/// comes); the test also checks that at least one answer did arrive after
+/// the signal, so that it tested requests in flight and not finished ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_requests_in_flight() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = dir.path().join("data");
+        let Some(database) = Database::create(Engine::Sqlite, &data_dir).await else { return };
+        let server = Server::start(dir.path(), "drain", &database.args(), &[]).await;
+        let url = server.url("/api/v1/auth/register");
+        let client = reqwest::Client::new();
+        let mut in_flight = Vec::new();
+        for n in 1..=8 {
+            let (client, url, body) = (client.clone(), url.clone(), registration(n, PASSWORD));
+            in_flight.push(tokio::spawn(async move {
+                let answer = client.post(url).json(&body).send().await;
+                (answer.map(|response| response.status().as_u16()), Instant::now())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let signalled = Instant::now();
+        let stopped = server.stop().await;
+        let mut after_signal = 0;
+        for request in in_flight {
+            let (status, at) = request.await.expect("the request task");
+            assert_eq!(status.ok(), Some(201), "a request in flight was not answered:\n{}", stopped.describe());
+            if at > signalled {
+                after_signal += 1;
+            }
+        }
+        assert!(stopped.status.success(), "kassa serve after SIGTERM:\n{}", stopped.describe());
+        assert!(stopped.stdout.lines().any(|line| line.trim() == "stopped"), "{}", stopped.describe());
+        report(&format!("SIGTERM drain: {after_signal} of 8 registrations answered after the signal"));
+        assert!(after_signal > 0, "every request had finished before SIGTERM; the test proved nothing");
+    })
+    .await;
+}
