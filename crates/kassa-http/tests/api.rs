@@ -110,6 +110,11 @@ fn base32_decode(text: &str) -> Vec<u8> {
 }
 
 async fn spawn_app(engine: Engine) -> Option<App> {
+    spawn_app_trusting(engine, Vec::new()).await
+}
+
+/// An app whose `X-Forwarded-For` is believed from `trusted` peers.
+async fn spawn_app_trusting(engine: Engine, trusted: Vec<std::net::IpAddr>) -> Option<App> {
     let (store, db, guard): (Arc<dyn LedgerStore>, Arc<dyn Database>, Guard) = match engine {
         Engine::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -157,7 +162,7 @@ async fn spawn_app(engine: Engine) -> Option<App> {
     let state = AppState {
         bank,
         metrics: Arc::new(kassa_http::Metrics::default()),
-        trusted_proxies: Arc::new(Vec::new()),
+        trusted_proxies: Arc::new(trusted),
         body_max_bytes: 64 * 1024,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -378,6 +383,54 @@ on_both_engines!(idempotent_transfers_move_money_once);
 on_both_engines!(recipient_lookups_are_limited_per_customer);
 on_both_engines!(registration_rules_of_the_country_profile);
 on_both_engines!(the_staff_desk_is_journaled_with_the_staff_member);
+on_both_engines!(an_address_over_its_limit_never_stops_another_logins_first_try);
+
+/// The per-address limit (100 failures in 10 minutes): past it, failures
+/// from that address are 429, yet a customer with no recent failures signs
+/// in at the first try from the same address; another address is not
+/// affected; `X-Forwarded-For` counts only from a trusted proxy.
+async fn an_address_over_its_limit_never_stops_another_logins_first_try(engine: Engine) {
+    let Some(app) = spawn_app_trusting(engine, vec!["127.0.0.1".parse().unwrap()]).await else { return };
+    app.register(1).await;
+    let attempt = |login: String, password: &'static str, from: &'static str| {
+        let request = app
+            .client
+            .post(format!("{}/api/v1/auth/login", app.base))
+            .header("x-forwarded-for", from)
+            .json(&json!({"login": login, "password": password}));
+        app.answer(request)
+    };
+    for n in 0..100 {
+        let answer = attempt(format!("nobody{n}"), "wrong password here", "198.51.100.7").await;
+        assert_eq!(answer.status, 401, "{engine:?}: failure {n}: {}", answer.body);
+    }
+    let over = attempt("nobody-else".into(), "wrong password here", "198.51.100.7").await;
+    assert_eq!(over.status, 429, "{engine:?}: the 101st failure from one address: {}", over.body);
+    assert!(over.headers.contains_key("retry-after"), "{engine:?}");
+    let first_try = attempt("+375291234567".into(), PASSWORD, "198.51.100.7").await;
+    assert_eq!(first_try.status, 200, "{engine:?}: a correct first try from the same address: {}", first_try.body);
+    let elsewhere = attempt("nobody5".into(), "wrong password here", "198.51.100.8").await;
+    assert_eq!(elsewhere.status, 401, "{engine:?}: another address is not limited: {}", elsewhere.body);
+
+    // Without a trusted proxy the header is ignored: the failures count
+    // against the peer (127.0.0.1), whatever the header claims.
+    let Some(plain) = spawn_app(engine).await else { return };
+    for n in 0..100 {
+        let request = plain
+            .client
+            .post(format!("{}/api/v1/auth/login", plain.base))
+            .header("x-forwarded-for", format!("203.0.113.{}", n % 250))
+            .json(&json!({"login": format!("nobody{n}"), "password": "wrong password here"}));
+        assert_eq!(plain.answer(request).await.status, 401, "{engine:?}: failure {n}");
+    }
+    let request = plain
+        .client
+        .post(format!("{}/api/v1/auth/login", plain.base))
+        .header("x-forwarded-for", "192.0.2.1")
+        .json(&json!({"login": "nobody-else", "password": "wrong password here"}));
+    let over = plain.answer(request).await;
+    assert_eq!(over.status, 429, "{engine:?}: a forged header must not escape the limit: {}", over.body);
+}
 
 /// DESIGN.md section 4 over HTTP: input normalised before validation, one
 /// specific code per invalid field, unique phone and personal id, the first

@@ -1403,3 +1403,50 @@ async fn sigterm_drains_the_requests_in_flight() {
     })
     .await;
 }
+
+// ------------------------------------------------------ zero-config start
+
+/// `kassa serve` with no flags but the listen address, in an empty
+/// directory: it creates `./kassa-data` (0700) with a SQLite database, the
+/// TLS certificate and key, and the first admin, whose password it prints
+/// once and writes to `admin-password` (0600); a second start prints no
+/// password. `--demo` then seeds customers who can sign in and have money
+/// and history to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_start_then_demo() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = Server::start(dir.path(), "zero", &[], &[]).await;
+        let admin = server.admin();
+        let data = dir.path().join("kassa-data");
+        let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode(&data), 0o700, "kassa-data");
+        assert_eq!(mode(&data.join("admin-password")), 0o600, "admin-password");
+        assert_eq!(read(&data.join("admin-password")).trim(), admin.password, "the printed password is the file's");
+        for file in ["tls/cert.pem", "tls/key.pem", "tls/ca.pem"] {
+            assert!(data.join(file).is_file(), "{file} was not created");
+        }
+        let http = Http::new();
+        let tokens = admin_tokens(&http, &server, &admin).await;
+        let me = http.get(&server, "/api/v1/admin/settings", &tokens.access).await;
+        assert_eq!(me.status, 200, "the admin signs in with the printed password and TOTP: {}", me.text);
+        let stopped = server.stop().await;
+        assert!(stopped.status.success(), "{}", stopped.describe());
+
+        let again = Server::start(dir.path(), "zero-again", &["--demo"], &[]).await;
+        let out = read(&again.stdout);
+        assert!(!out.contains("First admin created"), "the password is printed only once:\n{out}");
+        assert!(out.contains("Sign in as a customer"), "--demo says how to sign in:\n{out}");
+        let anna = login_ok(&http, &again, "+375291111111", "demo-Password-2026", None).await;
+        let accounts = http.get(&again, "/api/v1/accounts", &anna.access).await;
+        let first = &accounts.body["items"][0];
+        assert!(first["balance"].as_str().is_some_and(|b| b != "0.00"), "Anna has money: {}", accounts.text);
+        let id = first["id"].as_i64().expect("an account id");
+        assert!(!history(&http, &again, &anna.access, id).await.is_empty(), "Anna has history");
+        let stopped = again.stop().await;
+        assert!(stopped.status.success(), "{}", stopped.describe());
+    })
+    .await;
+}
