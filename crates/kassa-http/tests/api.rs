@@ -89,26 +89,6 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn base32_decode(text: &str) -> Vec<u8> {
-    let mut bits: u64 = 0;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => continue,
-        };
-        bits = (bits << 5) | u64::from(value);
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push(((bits >> count) & 0xff) as u8);
-        }
-    }
-    out
-}
-
 async fn spawn_app(engine: Engine) -> Option<App> {
     spawn_app_trusting(engine, Vec::new()).await
 }
@@ -186,7 +166,7 @@ async fn spawn_app_trusting(engine: Engine, trusted: Vec<std::net::IpAddr>) -> O
     app.manager = app.login_ok("manager", MANAGER_PASSWORD, None).await;
     let uri = admin.totp_uri.expect("an admin has TOTP");
     let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
-    let code = totp::code_at(&base32_decode(secret), now());
+    let code = totp::code_at(&totp::base32_decode(secret), now());
     app.admin = app.login_ok("admin", ADMIN_PASSWORD, Some(&code)).await;
     Some(app)
 }

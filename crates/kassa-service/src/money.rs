@@ -227,6 +227,15 @@ fn find_side(tx: &mut dyn Tx, cache: &SideCache, field: &str, reference: &str) -
     Ok(found)
 }
 
+/// Two accounts and what is to move between them.
+struct Pair {
+    debit: Side,
+    credit: Side,
+    amount: Amount,
+    currency: Currency,
+    description: String,
+}
+
 /// One transfer a service is about to ask the ledger for.
 struct Movement {
     /// The journal's action, such as `transfer.create`.
@@ -291,6 +300,31 @@ impl Bank {
             )),
             Err(error) => Err(error),
         }
+    }
+
+    /// A transfer between two accounts of the transfer's currency, checked
+    /// and journaled as `action`.
+    async fn move_between(
+        &self,
+        caller: &Caller,
+        idempotency: Option<Idempotency>,
+        action: &'static str,
+        pair: Pair,
+        mismatch: String,
+    ) -> ServiceResult<serde_json::Value> {
+        let Pair { debit, credit, amount, currency, description } = pair;
+        if debit.currency != currency.code() || credit.currency != currency.code() {
+            return Err(ServiceError::Refused("currency_mismatch", mismatch));
+        }
+        if debit.id == credit.id {
+            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
+        }
+        let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
+                             "description": description});
+        let kind = TransferKind::Transfer;
+        let movement =
+            Movement { action, debit: debit.id, credit: credit.id, amount, currency, kind, description, request };
+        self.move_money(caller, idempotency, movement).await
     }
 
     async fn submit(&self, transfer: NewTransfer, draft: kassa_store::AuditDraft) -> ServiceResult<Transfer> {
@@ -371,28 +405,10 @@ impl Bank {
             .filter(|side| side.owner == Some(me))
             .ok_or(ServiceError::NotFound("account_not_found", "no such account of yours"))?;
         let credit = credit.filter(|side| side.owner.is_some()).ok_or_else(not_found)?;
-        if debit.currency != currency.code() || credit.currency != currency.code() {
-            return Err(ServiceError::Refused(
-                "currency_mismatch",
-                format!("both accounts must hold {}; use an exchange between your own accounts", currency.code()),
-            ));
-        }
-        if debit.id == credit.id {
-            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
-        }
-        let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
-                             "description": description});
-        let movement = Movement {
-            action: "transfer.create",
-            debit: debit.id,
-            credit: credit.id,
-            amount,
-            currency,
-            kind: TransferKind::Transfer,
-            description,
-            request,
-        };
-        self.move_money(caller, idempotency, movement).await
+        let mismatch =
+            format!("both accounts must hold {}; use an exchange between your own accounts", currency.code());
+        let pair = Pair { debit, credit, amount, currency, description };
+        self.move_between(caller, idempotency, "transfer.create", pair, mismatch).await
     }
 
     /// Shows whose default account a phone number pays, masked. Limited per
@@ -528,28 +544,9 @@ impl Bank {
         let mut found = self.sides(vec![("from_account", from), ("to_account", to)]).await?.into_iter();
         let debit = customer_account(found.next().flatten())?;
         let credit = customer_account(found.next().flatten())?;
-        if debit.currency != currency.code() || credit.currency != currency.code() {
-            return Err(ServiceError::Refused(
-                "currency_mismatch",
-                "both accounts must hold the transfer's currency".into(),
-            ));
-        }
-        if debit.id == credit.id {
-            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
-        }
-        let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
-                             "description": description});
-        let movement = Movement {
-            action: "staff.transfer",
-            debit: debit.id,
-            credit: credit.id,
-            amount,
-            currency,
-            kind: TransferKind::Transfer,
-            description,
-            request,
-        };
-        self.move_money(caller, idempotency, movement).await
+        let mismatch = "both accounts must hold the transfer's currency".to_owned();
+        let pair = Pair { debit, credit, amount, currency, description };
+        self.move_between(caller, idempotency, "staff.transfer", pair, mismatch).await
     }
 
     /// An account's history, newest first.

@@ -94,13 +94,18 @@ pub async fn open_both(url: &str, pool_size: usize) -> anyhow::Result<(Arc<dyn L
 
 /// Opens the store a URL names and starts the ledger's writers on a
 /// runtime of their own, on a dedicated thread: under load the HTTP
-/// handlers keep the main runtime's run queue long, and a writer whose
-/// every database round trip waited behind them would make every batch
-/// (and so every payment) slow. The operating system shares the cores
-/// between that thread and the HTTP workers fairly. The services' reads use
-/// a separate pool on the main runtime.
+/// handlers keep the main runtime's run queue long, and a writer that
+/// waited behind them would make every batch (and so every payment) slow;
+/// the operating system shares the cores between that thread and the HTTP
+/// workers fairly.
+///
+/// SQLite: the ledger and the services share one store, so the services'
+/// writes use the ledger's single write connection (and its one audit
+/// chain). PostgreSQL: the ledger opens its own pool on its thread, so its
+/// connections are driven there; the services use the other pool.
 pub async fn open_ledger(url: &str, config: LedgerConfig) -> anyhow::Result<(Ledger, Arc<dyn Database>)> {
-    let (_, db) = open_both(url, 16).await?;
+    let (store, db) = open_both(url, 16).await?;
+    let shared = matches!(DatabaseUrl::parse(url)?, DatabaseUrl::Sqlite(_)).then_some(store);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let url = url.to_owned();
     std::thread::Builder::new()
@@ -114,8 +119,12 @@ pub async fn open_ledger(url: &str, config: LedgerConfig) -> anyhow::Result<(Led
                 }
             };
             runtime.block_on(async move {
-                match open_both(&url, 8).await {
-                    Ok((store, _)) => {
+                let store = match shared {
+                    Some(store) => Ok(store),
+                    None => open_both(&url, 8).await.map(|(store, _)| store),
+                };
+                match store {
+                    Ok(store) => {
                         let (ledger, ended) = Ledger::start_joinable(store, config);
                         let _ = sender.send(Ok(ledger));
                         // Runs until every handle is dropped.

@@ -571,28 +571,8 @@ fn unix_now_s() -> i64 {
     i64::try_from(seconds).expect("seconds fit an i64")
 }
 
-fn base32_decode(text: &str) -> Vec<u8> {
-    let mut bits: u64 = 0;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => continue,
-        };
-        bits = (bits << 5) | u64::from(value);
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push(u8::try_from((bits >> count) & 0xff).expect("one byte"));
-        }
-    }
-    out
-}
-
 fn totp_code(base32_secret: &str) -> String {
-    totp::code_at(&base32_decode(base32_secret), unix_now_s())
+    totp::code_at(&totp::base32_decode(base32_secret), unix_now_s())
 }
 
 /// Signs the first admin in on `server` (a TOTP code can be used once per
