@@ -3,8 +3,14 @@
 //! service method with the [`Caller`], and write the answer. Every rule
 //! lives in `kassa-service`.
 
+mod approvals;
+mod cards;
+mod fx;
+mod interest;
 mod metrics;
+mod notify;
 pub mod openapi;
+mod statements;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -736,7 +742,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/staff/{id}/status", put(admin_staff_status))
         .route("/admin/products", put(admin_products))
         .route("/admin/settings", get(admin_settings))
-        .route("/openapi.json", get(openapi_doc));
+        .route("/openapi.json", get(openapi_doc))
+        .merge(cards::routes())
+        .merge(approvals::routes())
+        .merge(fx::routes())
+        .merge(interest::routes())
+        .merge(notify::routes())
+        .merge(statements::routes());
     let body_max = state.body_max_bytes;
     Router::new()
         .nest("/api/v1", api)
@@ -753,5 +765,5 @@ pub fn router(state: AppState) -> Router {
 /// Every served route as (method, path), for the drift test against the
 /// OpenAPI document.
 pub fn served_routes() -> Vec<(Method, &'static str)> {
-    openapi::ROUTES.iter().map(|route| (route.method.clone(), route.path)).collect()
+    openapi::all_routes().map(|route| (route.method.clone(), route.path)).collect()
 }

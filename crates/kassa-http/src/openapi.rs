@@ -42,7 +42,7 @@ pub struct RouteDoc {
     pub body: Option<&'static str>,
 }
 
-const fn route(
+pub const fn route(
     method: Method,
     path: &'static str,
     access: Access,
@@ -52,7 +52,7 @@ const fn route(
     RouteDoc { method, path, access, summary, idempotent: false, body }
 }
 
-const fn money(
+pub const fn money(
     method: Method,
     path: &'static str,
     access: Access,
@@ -146,16 +146,46 @@ pub static ROUTES: &[RouteDoc] = &[
     route(Method::GET, "/metrics", Anyone, "Prometheus metrics", None),
 ];
 
-fn string() -> Value {
+/// Every documented route: the table above and each feature module's.
+pub fn all_routes() -> impl Iterator<Item = &'static RouteDoc> {
+    ROUTES
+        .iter()
+        .chain(crate::cards::ROUTES)
+        .chain(crate::approvals::ROUTES)
+        .chain(crate::fx::ROUTES)
+        .chain(crate::interest::ROUTES)
+        .chain(crate::notify::ROUTES)
+        .chain(crate::statements::ROUTES)
+}
+
+pub fn string() -> Value {
     json!({"type": "string"})
 }
 
-fn object(fields: &[&str], required: &[&str]) -> Value {
+pub fn object(fields: &[&str], required: &[&str]) -> Value {
     let properties: Map<String, Value> = fields.iter().map(|field| ((*field).to_owned(), string())).collect();
     json!({"type": "object", "properties": properties, "required": required})
 }
 
 fn schemas() -> Value {
+    let mut all = base_schemas();
+    if let Some(map) = all.as_object_mut() {
+        let features = [
+            crate::cards::schemas(),
+            crate::approvals::schemas(),
+            crate::fx::schemas(),
+            crate::interest::schemas(),
+            crate::notify::schemas(),
+            crate::statements::schemas(),
+        ];
+        for (name, schema) in features.into_iter().flatten() {
+            map.insert(name.to_owned(), schema);
+        }
+    }
+    all
+}
+
+fn base_schemas() -> Value {
     let mut consent = object(&["document", "version"], &["document", "version"]);
     let mut open = object(&["kind", "currency", "nickname", "holder_name", "product"], &["kind", "currency"]);
     if let Some(properties) = open.get_mut("properties").and_then(Value::as_object_mut) {
@@ -196,7 +226,7 @@ fn schemas() -> Value {
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in all_routes() {
         let mut operation = json!({
             "summary": route.summary,
             "x-kassa-access": route.access.as_str(),

@@ -8,15 +8,23 @@
 //! these methods, so none of them can forget a rule.
 
 pub mod accounts;
+pub mod applications;
+pub mod approvals;
 pub mod auth;
+pub mod calendar;
+pub mod cards;
 pub mod country;
 pub mod crypto;
 pub mod error;
+pub mod fx;
+pub mod interest;
 pub mod journal;
 pub mod limits;
 pub mod money;
+pub mod notify;
 pub mod people;
 pub mod settings;
+pub mod statements;
 
 use std::sync::Arc;
 
@@ -121,6 +129,7 @@ impl Caller {
             clock: None,
             outcome: "ok".into(),
             detail: detail.to_string(),
+            notify: false,
         }
     }
 
@@ -165,6 +174,8 @@ pub struct Bank {
     pub(crate) tokens: Arc<TokenKeys>,
     pub(crate) sessions: Arc<SessionCache>,
     pub(crate) sides: Arc<money::SideCache>,
+    /// The bank's time zone, for "today" (see [`calendar`]).
+    pub(crate) zone: jiff::tz::TimeZone,
 }
 
 impl std::fmt::Debug for Bank {
@@ -181,6 +192,7 @@ impl Bank {
         let profile = CountryProfile::by_code(&settings.bank.country)
             .ok_or_else(|| ServiceError::Internal(format!("unknown country profile {:?}", settings.bank.country)))?;
         let tokens = Arc::new(TokenKeys::new(settings.token_key.0.clone(), "kassa", "kassa-api"));
+        let zone = calendar::zone(&settings.bank.timezone)?;
         let bank = Bank {
             db,
             ledger,
@@ -189,9 +201,22 @@ impl Bank {
             tokens,
             sessions: Arc::new(SessionCache::default()),
             sides: Arc::default(),
+            zone,
         };
         accounts::bootstrap(&bank).await?;
         Ok(bank)
+    }
+
+    /// Starts the background work of the products (approval expiry, rate
+    /// polling, the interest schedule, notification delivery), as the
+    /// settings ask. The tasks stop when their handles are aborted.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = approvals::spawn(self);
+        tasks.extend(fx::spawn(self));
+        tasks.extend(interest::spawn(self));
+        tasks.extend(notify::spawn(self));
+        tasks.extend(cards::spawn(self));
+        tasks
     }
 
     pub fn settings(&self) -> &Settings {

@@ -68,10 +68,23 @@ pub struct Settings {
     /// the phone book for names.
     pub recipient_lookups_max: u32,
     pub recipient_window_s: i64,
+    /// The key card PINs are hashed with and CVVs derived from; at least 32
+    /// bytes, the same on every node, kept apart from the database (a
+    /// stolen database alone gives up neither).
+    pub card_key: SecretBytes,
+    pub cards: crate::cards::CardSettings,
+    pub approvals: crate::approvals::ApprovalSettings,
+    pub fx: crate::fx::FxSettings,
+    pub interest: crate::interest::InterestSettings,
+    pub notifications: crate::notify::NotifySettings,
 }
 
 impl Settings {
+    /// Settings with the defaults; `card_key` is derived from `token_key`
+    /// until the caller sets its own (the server reads it from
+    /// `secrets/card.key`).
     pub fn new(bank: BankIdentity, token_key: SecretBytes) -> Settings {
+        let card_key = SecretBytes(crate::crypto::hmac_sha256(&token_key.0, b"kassa card key").to_vec());
         Settings {
             bank,
             token_key,
@@ -85,6 +98,12 @@ impl Settings {
             argon2_memory_kib: 19 * 1024,
             recipient_lookups_max: 20,
             recipient_window_s: 3600,
+            card_key,
+            cards: Default::default(),
+            approvals: Default::default(),
+            fx: Default::default(),
+            interest: Default::default(),
+            notifications: Default::default(),
         }
     }
 }

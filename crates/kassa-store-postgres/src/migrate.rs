@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_ledger.sql")),
     (2, include_str!("../migrations/0002_bank.sql")),
     (3, include_str!("../migrations/0003_rate_limits.sql")),
+    (4, include_str!("../migrations/0004_cards.sql")),
+    (5, include_str!("../migrations/0005_approvals.sql")),
+    (6, include_str!("../migrations/0006_fx.sql")),
+    (7, include_str!("../migrations/0007_interest.sql")),
+    (8, include_str!("../migrations/0008_outbox.sql")),
 ];
 
 /// The advisory lock key that serialises migrations; advisory locks are per

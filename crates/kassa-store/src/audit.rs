@@ -34,6 +34,11 @@ pub struct AuditDraft {
     pub outcome: String,
     /// A small JSON object with the facts worth keeping. Never a secret.
     pub detail: String,
+    /// The event may interest the customers it concerns: the journal also
+    /// writes an outbox row for it, in the same transaction, from which
+    /// the notification worker delivers messages (kassa-service `notify`).
+    /// Not part of the stored event or its hash.
+    pub notify: bool,
 }
 
 /// One stored event.
@@ -66,6 +71,7 @@ pub fn event_from_row(row: &crate::sql::Row) -> Result<AuditEvent, StoreError> {
             clock: row.opt_int(9)?,
             outcome: row.text(10)?,
             detail: row.text(11)?,
+            notify: false,
         },
         prev_hash: row.blob(12)?,
         hash: row.blob(13)?,

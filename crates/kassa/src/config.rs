@@ -61,6 +61,11 @@ pub struct Config {
     pub auth: AuthSection,
     pub limits: LimitsSection,
     pub log: LogSection,
+    pub cards: kassa_service::cards::CardSettings,
+    pub approvals: kassa_service::approvals::ApprovalSettings,
+    pub fx: kassa_service::fx::FxSettings,
+    pub interest: kassa_service::interest::InterestSettings,
+    pub notifications: kassa_service::notify::NotifySettings,
 }
 
 impl Default for Config {
@@ -77,6 +82,11 @@ impl Default for Config {
             auth: AuthSection::default(),
             limits: LimitsSection::default(),
             log: LogSection::default(),
+            cards: Default::default(),
+            approvals: Default::default(),
+            fx: Default::default(),
+            interest: Default::default(),
+            notifications: Default::default(),
         }
     }
 }
@@ -96,6 +106,11 @@ impl fmt::Debug for Config {
             auth,
             limits,
             log,
+            cards,
+            approvals,
+            fx,
+            interest,
+            notifications,
         } = self;
         f.debug_struct("Config")
             .field("data_dir", data_dir)
@@ -109,6 +124,11 @@ impl fmt::Debug for Config {
             .field("auth", auth)
             .field("limits", limits)
             .field("log", log)
+            .field("cards", cards)
+            .field("approvals", approvals)
+            .field("fx", fx)
+            .field("interest", interest)
+            .field("notifications", notifications)
             .finish()
     }
 }
@@ -469,6 +489,11 @@ impl Config {
         settings.login_throttle_max_s = self.auth.login_throttle_max_s;
         settings.address_failures_max = self.auth.address_failures_max;
         settings.address_window_s = self.auth.address_window_s;
+        settings.cards = self.cards.clone();
+        settings.approvals = self.approvals.clone();
+        settings.fx = self.fx.clone();
+        settings.interest = self.interest.clone();
+        settings.notifications = self.notifications.clone();
         settings
     }
 }
@@ -622,6 +647,26 @@ request_body_max_bytes = 65536
 level = "info"
 # "text" for people, "json" for one object per line. KASSA_LOG_FORMAT.
 format = "text"
+
+[cards]
+# Cards: issuer prefix, validity.
+
+
+[approvals]
+# Four-eyes thresholds and request lifetime; daily limits.
+
+
+[fx]
+# Exchange rates: staleness, quotes, polling.
+
+
+[interest]
+# The interest job's schedule.
+
+
+[notifications]
+# Outbox delivery and gateways.
+
 "#;
 
 #[cfg(test)]

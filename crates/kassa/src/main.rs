@@ -15,7 +15,9 @@ mod config;
 mod datadir;
 mod demo;
 mod dev;
+mod jobs;
 mod serve;
+mod statement_cli;
 mod tls;
 
 #[derive(Debug, Parser)]
@@ -70,6 +72,11 @@ enum Command {
     Config(ConfigCommand),
     /// Prove from the database that the books balance; exits 1 on any violation.
     Check(check::Args),
+    /// Export an account's statement (CSV, XLSX or JSON).
+    Statement(statement_cli::Args),
+    /// Scheduled jobs (interest), run by hand.
+    #[command(subcommand)]
+    Jobs(jobs::Command),
     /// Measure durable transfers per second against a plain SQL baseline.
     Bench(bench::Args),
     /// Tools for the project's own tests (crash and multi-process loads).
@@ -119,6 +126,8 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Check(args) => check::run(args).await,
+            Command::Statement(args) => statement_cli::run(args).await,
+            Command::Jobs(command) => jobs::run(command).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Dev(command) => dev::run(command).await,
         }

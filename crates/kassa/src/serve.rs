@@ -170,6 +170,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("Generated a local CA and server certificate in {}", data_dir.tls_dir().display());
     }
     let _expiry = bank.ledger().spawn_expiry(Duration::from_secs(1));
+    // Approval expiry, rate polling, the interest schedule, notifications.
+    let _background = bank.spawn_background();
     if let Some((password, totp_uri)) = bank.ensure_first_admin().await.map_err(|e| anyhow::anyhow!("{e}"))? {
         data_dir.write_admin_password(&password)?;
         println!("First admin created: login `admin`, password {password}");

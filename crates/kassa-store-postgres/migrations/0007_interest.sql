@@ -1,0 +1,2 @@
+-- Interest accruals per account and day, and monthly postings. (Filled in by
+-- the interest work of issue 4.)

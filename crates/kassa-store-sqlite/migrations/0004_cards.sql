@@ -1,0 +1,3 @@
+-- Cards: the card facts beside a card account (number, holder name, valid-to,
+-- PIN hash and failures), product columns for cards and credit, and
+-- customers' applications. (Filled in by the cards work of issue 4.)

@@ -1,0 +1,2 @@
+-- Per-account daily limits and their daily usage; four-eyes approval
+-- requests. (Filled in by the limits and approvals work of issue 4.)

@@ -1,0 +1,2 @@
+-- Exchange rates (history kept) and 30-second quotes. (Filled in by the
+-- currency-exchange work of issue 4.)

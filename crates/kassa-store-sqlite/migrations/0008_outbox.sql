@@ -1,0 +1,2 @@
+-- The notification outbox and its delivery state. (Filled in by the
+-- notifications work of issue 4.)
