@@ -129,7 +129,7 @@ impl Caller {
             clock: None,
             outcome: "ok".into(),
             detail: detail.to_string(),
-            notify: false,
+            notify: notify::wants(action),
         }
     }
 

@@ -11,3 +11,9 @@ pub struct NotifySettings {}
 pub fn spawn(_bank: &crate::Bank) -> Vec<tokio::task::JoinHandle<()>> {
     Vec::new()
 }
+
+/// Whether a journaled action (when its outcome is `ok`) may interest the
+/// customers it concerns, so the journal also writes an outbox row for it.
+pub fn wants(_action: &str) -> bool {
+    false
+}
