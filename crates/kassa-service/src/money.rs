@@ -102,7 +102,7 @@ pub fn check_idempotency_key(key: &str) -> ServiceResult<()> {
 }
 
 /// The transfer id a (caller, route, key) names, the same on every node.
-fn derived_id(scope: &str, key: &str, index: u8) -> TransferId {
+pub(crate) fn derived_id(scope: &str, key: &str, index: u8) -> TransferId {
     let digest = crypto::sha256(format!("kassa idempotency v1\0{scope}\0{key}\0{index}").as_bytes());
     let mut bytes = [0_u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -112,7 +112,7 @@ fn derived_id(scope: &str, key: &str, index: u8) -> TransferId {
     TransferId::from_bytes(bytes)
 }
 
-fn new_id() -> ServiceResult<TransferId> {
+pub(crate) fn new_id() -> ServiceResult<TransferId> {
     // A time-ordered id (UUIDv7 layout): milliseconds, then randomness.
     let random = crypto::random_bytes(10)?;
     let ms = u64::try_from(now_us() / 1000).unwrap_or(0);
