@@ -108,7 +108,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the nearest untrusted address in `X-Forwarded-For`.
@@ -283,7 +283,7 @@ impl FromRequestParts<AppState> for Id {
     }
 }
 
-fn idempotency(headers: &HeaderMap, route: &str) -> ApiResult<Option<Idempotency>> {
+pub(crate) fn idempotency(headers: &HeaderMap, route: &str) -> ApiResult<Option<Idempotency>> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(value) => {
@@ -296,11 +296,11 @@ fn idempotency(headers: &HeaderMap, route: &str) -> ApiResult<Option<Idempotency
     }
 }
 
-fn created(body: serde_json::Value) -> Response {
+pub(crate) fn created(body: serde_json::Value) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn ok<T: serde::Serialize>(value: T) -> Response {
+pub(crate) fn ok<T: serde::Serialize>(value: T) -> Response {
     Json(value).into_response()
 }
 
@@ -354,7 +354,7 @@ struct TransactionsQuery {
     limit: Option<u32>,
 }
 
-fn required(value: Option<String>, field: &str) -> ApiResult<String> {
+pub(crate) fn required(value: Option<String>, field: &str) -> ApiResult<String> {
     value.ok_or_else(|| ServiceError::invalid(field, "field_required", format!("{field} is required")).into())
 }
 

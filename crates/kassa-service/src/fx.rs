@@ -603,7 +603,7 @@ impl Bank {
             .map_err(|p| ServiceError::Invalid(vec![p]))?;
         let settings = self.settings.fx.clone();
         let now = now_us();
-        let expires = now.saturating_add(settings.quote_ttl_s.saturating_mul(1_000_000));
+        let expires = now.saturating_add(settings.quote_ttl_s.max(1).saturating_mul(1_000_000));
         let id = format!("q_{}", crate::crypto::random_token(16)?);
         let locked = sql::write(&*self.db, {
             let id = id.clone();

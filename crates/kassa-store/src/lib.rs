@@ -350,7 +350,8 @@ pub fn now_us() -> i64 {
 }
 
 /// The journal entries of a batch with their outcomes filled in: `ok`, or
-/// the code of the request's first failed transfer. Both engines use it.
+/// the code of the request's first failed transfer (the cause, for a
+/// failed linked chain). Both engines use it.
 pub fn journal_with_outcomes(journal: Vec<Option<AuditDraft>>, outcomes: &[Vec<TransferOutcome>]) -> Vec<AuditDraft> {
     journal
         .into_iter()
@@ -360,9 +361,13 @@ pub fn journal_with_outcomes(journal: Vec<Option<AuditDraft>>, outcomes: &[Vec<T
             // A retry answered from the transfer already recorded is
             // journaled as such: it moved no money.
             let replayed = outcome.iter().all(|result| result.as_ref().is_ok_and(|created| created.replayed));
-            draft.outcome = outcome
-                .iter()
-                .find_map(|result| result.as_ref().err().map(|error| error.code()))
+            // A failed linked chain reports `linked_transfer_failed` for
+            // every member but the one that failed: the journal keeps that
+            // member's reason.
+            let codes = || outcome.iter().filter_map(|result| result.as_ref().err().map(|error| error.code()));
+            draft.outcome = codes()
+                .find(|code| *code != "linked_transfer_failed")
+                .or_else(|| codes().next())
                 .unwrap_or(if replayed && !outcome.is_empty() { "replayed" } else { "ok" })
                 .to_owned();
             Some(draft)

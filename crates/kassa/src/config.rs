@@ -657,7 +657,15 @@ format = "text"
 
 
 [fx]
-# Exchange rates: staleness, quotes, polling.
+# Exchange rates: staleness, quotes, fee.
+# A rate older than this (by its as_of time) refuses quotes and exchanges
+# instead of trading at stale prices, in seconds.
+rate_max_age_s = 86400
+# How long a quote (POST /exchange-quotes) locks its rate, in seconds.
+quote_ttl_s = 30
+# The exchange fee in basis points (1/100 of a percent) of the amount
+# exchanged, paid from the same account to fee income; 0 for none.
+fee_basis_points = 0
 
 
 [interest]
