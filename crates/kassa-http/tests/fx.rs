@@ -450,3 +450,59 @@ async fn an_idempotency_key_exchanges_once(engine: Engine) {
     assert_eq!(fx_transactions(&app).await.len(), 2, "{engine:?}");
 }
 on_both_engines!(an_idempotency_key_exchanges_once);
+
+async fn rates_are_read_from_a_polled_rates_file(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rates.json");
+    let write = |buy: &str, sell: &str| {
+        let text = json!({"rates": [
+            {"base": "USD", "quote": "BYN", "buy": buy, "sell": sell},
+            {"base": "RUB", "quote": "BYN", "buy": "3.40", "sell": "3.45", "unit": 100, "as_of": "2026-01-31T09:00:00Z"},
+            {"base": "EUR", "quote": "BYN", "buy": "3.60", "sell": "3.50"},
+        ]});
+        std::fs::write(&path, text.to_string()).unwrap();
+    };
+    write("3.20", "3.25");
+    let file = path.to_str().unwrap().to_owned();
+    let Some(app) = spawn_app_with(engine, vec![], |settings| {
+        settings.fx.rates_file = file;
+        settings.fx.rates_poll_s = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // Waits (bounded) until the poller has recorded what `want` describes.
+    async fn wait_for(app: &App, want: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100 {
+            let rates = app.send(Method::GET, "/api/v1/rates", None, None).await.body;
+            if want(&rates) {
+                return rates;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{:?}: the rates file was not read", app.engine);
+    }
+    let usd = |rates: &Value, sell: &str| {
+        rates["items"].as_array().unwrap().iter().any(|r| r["base"] == "USD" && r["sell"] == sell)
+    };
+    let rates = wait_for(&app, |rates| usd(rates, "3.25")).await;
+    let items = rates["items"].as_array().unwrap();
+    let rub = items.iter().find(|r| r["base"] == "RUB").unwrap();
+    assert_eq!((rub["unit"].as_i64(), rub["source"].as_str()), (Some(100), Some("file")), "{engine:?}: {rates}");
+    assert_eq!(rub["as_of"], "2026-01-31T09:00:00Z", "{engine:?}");
+    assert!(items.iter().all(|r| r["base"] != "EUR"), "{engine:?}: a refused rate is skipped: {rates}");
+
+    // A change in the file is a new rate; the old one stays as history,
+    // and an unchanged rate is not recorded again.
+    write("3.21", "3.26");
+    wait_for(&app, |rates| usd(rates, "3.26")).await;
+    let history = app.send(Method::GET, "/api/v1/rates/history?base=USD&quote=BYN", None, None).await;
+    let sells: Vec<_> = history.body["items"].as_array().unwrap().iter().map(|r| r["sell"].clone()).collect();
+    assert_eq!(sells, [json!("3.26"), json!("3.25")], "{engine:?}");
+    let rub = app.send(Method::GET, "/api/v1/rates/history?base=RUB&quote=BYN", None, None).await;
+    assert_eq!(rub.body["items"].as_array().unwrap().len(), 1, "{engine:?}: {}", rub.body);
+    let events = journal(&app, "rate.set").await;
+    assert!(events.iter().all(|e| e["actor"] == "system" && e["detail"]["source"] == "file"), "{engine:?}");
+}
+on_both_engines!(rates_are_read_from_a_polled_rates_file);

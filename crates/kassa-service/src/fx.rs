@@ -54,18 +54,55 @@ pub struct FxSettings {
     /// exchanged, charged in the from-account's currency to fee income;
     /// 0 for none.
     pub fee_basis_points: u32,
+    /// A JSON rates file (`{"rates": [{base, quote, buy, sell, unit?,
+    /// as_of?}]}`) read every `rates_poll_s`; empty for none. A rate
+    /// without `as_of` is as old as the file (its modification time).
+    pub rates_file: String,
+    pub rates_poll_s: u64,
 }
 
 impl Default for FxSettings {
     fn default() -> FxSettings {
-        FxSettings { rate_max_age_s: 86_400, quote_ttl_s: 30, fee_basis_points: 0 }
+        FxSettings {
+            rate_max_age_s: 86_400,
+            quote_ttl_s: 30,
+            fee_basis_points: 0,
+            rates_file: String::new(),
+            rates_poll_s: 60,
+        }
     }
 }
 
-/// Starts this feature's background tasks: none (no rates file polling
-/// yet).
-pub fn spawn(_bank: &crate::Bank) -> Vec<tokio::task::JoinHandle<()>> {
-    Vec::new()
+/// The largest rates file read, in bytes.
+const RATES_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Starts this feature's background task: polling the rates file, when
+/// one is configured.
+pub fn spawn(bank: &crate::Bank) -> Vec<tokio::task::JoinHandle<()>> {
+    let path = bank.settings.fx.rates_file.trim().to_owned();
+    if path.is_empty() {
+        return Vec::new();
+    }
+    let bank = bank.clone();
+    let every = std::time::Duration::from_secs(bank.settings.fx.rates_poll_s.max(1));
+    vec![tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match bank.poll_rates_file(&path).await {
+                Ok(changed) if changed > 0 => tracing::info!(changed, path, "rates read from the rates file"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, path, "the rates file could not be read"),
+            }
+        }
+    })]
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RatesFile {
+    rates: Vec<RateForm>,
 }
 
 // ------------------------------------------------------------- the maths
@@ -582,6 +619,59 @@ impl Bank {
             Ok(rate_from_row(&row, now, max_age_s)?)
         })
         .await
+    }
+
+    /// Reads the rates file once and records every rate in it that
+    /// differs from the pair's current one (values or `as_of`); returns how
+    /// many it recorded. A rate the rules refuse is logged and skipped.
+    pub async fn poll_rates_file(&self, path: &str) -> ServiceResult<usize> {
+        let owned = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&owned)?;
+            let modified = file.metadata()?.modified()?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, RATES_FILE_MAX_BYTES), &mut text)?;
+            Ok::<_, std::io::Error>((text, modified))
+        })
+        .await
+        .map_err(|error| ServiceError::Internal(error.to_string()))?
+        .map_err(|error| ServiceError::Unavailable(format!("rates file {path}: {error}")))?;
+        let (text, modified) = read;
+        let file: RatesFile = serde_json::from_str(&text)
+            .map_err(|error| ServiceError::Unavailable(format!("rates file {path}: {error}")))?;
+        let modified_us = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|since| i64::try_from(since.as_micros()).ok())
+            .unwrap_or_else(now_us)
+            .min(now_us());
+        let current = self.rates().await?;
+        let system = Caller::anonymous("cli");
+        let mut changed = 0;
+        for mut form in file.rates {
+            let as_of = form.as_of.clone().unwrap_or_else(|| rfc3339(modified_us));
+            form.as_of = Some(as_of.clone());
+            let same = |text: &Option<String>, shown: &str| {
+                text.as_deref().and_then(|t| parse_rate(t.trim())).map(format_rate).as_deref() == Some(shown)
+            };
+            let unchanged = current.iter().any(|rate| {
+                Some(rate.base.as_str()) == form.base.as_deref()
+                    && Some(rate.quote.as_str()) == form.quote.as_deref()
+                    && rate.unit == form.unit.unwrap_or(1)
+                    && same(&form.buy, &rate.buy)
+                    && same(&form.sell, &rate.sell)
+                    && as_of.parse::<jiff::Timestamp>().ok().map(|at| rfc3339(at.as_microsecond()))
+                        == Some(rate.as_of.clone())
+            });
+            if unchanged {
+                continue;
+            }
+            match self.insert_rate(&system, form, "file").await {
+                Ok(_) => changed += 1,
+                Err(error) => tracing::warn!(%error, code = error.code(), path, "a rate in the rates file was refused"),
+            }
+        }
+        Ok(changed)
     }
 
     /// A customer asks for a rate locked for `quote_ttl_s` in one

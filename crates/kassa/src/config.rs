@@ -666,6 +666,12 @@ quote_ttl_s = 30
 # The exchange fee in basis points (1/100 of a percent) of the amount
 # exchanged, paid from the same account to fee income; 0 for none.
 fee_basis_points = 0
+# A JSON rates file read every rates_poll_s seconds; empty for none. Its form:
+# {"rates": [{"base": "USD", "quote": "BYN", "buy": "3.20", "sell": "3.25",
+# "unit": 1, "as_of": "2026-01-31T09:00:00Z"}]}; unit defaults to 1 and as_of
+# to the file's modification time. A rate is recorded only when it changes.
+rates_file = ""
+rates_poll_s = 60
 
 
 [interest]
