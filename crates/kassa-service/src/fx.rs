@@ -397,21 +397,22 @@ struct Plan {
     fee_income: i64,
 }
 
-fn view_of(plan_like: &ExchangeMeta, transfers: &[Transfer]) -> ExchangeView {
+/// An exchange's answer: what the journal keeps about it and its transfers.
+fn view_of(meta: &ExchangeMeta, transfers: &[Transfer]) -> ExchangeView {
     ExchangeView {
         id: transfers.first().map(|t| t.id.to_string()).unwrap_or_default(),
-        from_account: plan_like.from_account,
-        to_account: plan_like.to_account,
-        from_currency: plan_like.from_currency.clone(),
-        to_currency: plan_like.to_currency.clone(),
-        base: plan_like.base.clone(),
-        quote: plan_like.quote.clone(),
-        unit: plan_like.unit,
-        rate: plan_like.rate.clone(),
-        debit_amount: plan_like.debit_amount.clone(),
-        credit_amount: plan_like.credit_amount.clone(),
-        fee: plan_like.fee.clone(),
-        quote_id: plan_like.quote_id.clone(),
+        from_account: meta.from_account,
+        to_account: meta.to_account,
+        from_currency: meta.from_currency.clone(),
+        to_currency: meta.to_currency.clone(),
+        base: meta.base.clone(),
+        quote: meta.quote.clone(),
+        unit: meta.unit,
+        rate: meta.rate.clone(),
+        debit_amount: meta.debit_amount.clone(),
+        credit_amount: meta.credit_amount.clone(),
+        fee: meta.fee.clone(),
+        quote_id: meta.quote_id.clone(),
         transfers: transfers.iter().map(transfer_view).collect(),
     }
 }
