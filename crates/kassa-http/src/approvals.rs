@@ -44,8 +44,8 @@ pub static ROUTES: &[RouteDoc] = &[
     route(
         Method::POST,
         "/api/v1/staff/approvals/{id}/reject",
-        Access::Manager,
-        "Reject a request (or withdraw one's own); its hold is released",
+        Access::Teller,
+        "Reject a request (managers: any; the maker: their own); its hold is released",
         Some("Rejection"),
     ),
     route(

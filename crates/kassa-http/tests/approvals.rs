@@ -292,7 +292,8 @@ async fn four_eyes_rejecting_releases_the_hold(engine: Engine) {
     assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "60.00");
     let refused = app.post(&reject_path(&asked.body["id"]), Some(&customer.token), json!({"reason": "no"})).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
-    let rejected = app.post(&reject_path(&asked.body["id"]), Some(&app.manager), json!({"reason": "not verified"})).await;
+    let rejected =
+        app.post(&reject_path(&asked.body["id"]), Some(&app.manager), json!({"reason": "not verified"})).await;
     assert_eq!(rejected.status, 200, "{}", rejected.body);
     assert_eq!(rejected.body["status"], "rejected");
     assert_eq!(rejected.body["reason"], "not verified");

@@ -182,9 +182,7 @@ fn corrupt(what: &str) -> StoreError {
 
 fn stored_from_row(row: &Row) -> Result<Stored, StoreError> {
     let hold = match row.opt_blob(10)? {
-        Some(bytes) => {
-            Some(TransferId::from_bytes(bytes.as_slice().try_into().map_err(|_| corrupt("hold id"))?))
-        }
+        Some(bytes) => Some(TransferId::from_bytes(bytes.as_slice().try_into().map_err(|_| corrupt("hold id"))?)),
         None => None,
     };
     let usage = match (row.opt_text(11)?, row.opt_text(12)?) {
@@ -362,8 +360,17 @@ impl Bank {
         let subject = format!("transfer:{}", held.hold_id);
         let day = match held.usage {
             Some(kind) => Some((
-                self.reserve_daily(caller, "approval.request", &subject, held.debit, kind, held.amount, held.currency, &held.request)
-                    .await?,
+                self.reserve_daily(
+                    caller,
+                    "approval.request",
+                    &subject,
+                    held.debit,
+                    kind,
+                    held.amount,
+                    held.currency,
+                    &held.request,
+                )
+                .await?,
                 kind,
             )),
             None => None,
@@ -379,11 +386,8 @@ impl Bank {
         hold.kind = held.kind.transfer_kind();
         hold.op = TransferOp::Pending { timeout_s: Some(timeout_s) };
         hold.description = held.description.clone();
-        let draft = caller.audit(
-            "approval.request",
-            subject,
-            json!({"kind": held.kind.as_str(), "request": held.request}),
-        );
+        let draft =
+            caller.audit("approval.request", subject, json!({"kind": held.kind.as_str(), "request": held.request}));
         let release = |bank: Bank, day: Option<(String, DailyKind)>, account: i64, amount: i64| async move {
             if let Some((day, kind)) = day {
                 let _ = sql::write(&*bank.db, move |tx| limits::release(tx, account, kind, &day, amount)).await;
@@ -444,7 +448,8 @@ impl Bank {
             Ok(stored) => view(&stored),
             Err(error) => {
                 if !created.replayed {
-                    let _ = self.resolve_hold(debit, credit, held.amount, held.currency, kind, held.hold_id, false).await;
+                    let _ =
+                        self.resolve_hold(debit, credit, held.amount, held.currency, kind, held.hold_id, false).await;
                     release(self.clone(), day, debit, amount).await;
                 }
                 Err(error)
@@ -467,8 +472,7 @@ impl Bank {
         let mut transfer =
             NewTransfer::single(resolution_id(hold, post), AccountId(debit), AccountId(credit), amount, currency);
         transfer.kind = kind.transfer_kind();
-        transfer.op =
-            if post { TransferOp::Post { pending_id: hold } } else { TransferOp::Void { pending_id: hold } };
+        transfer.op = if post { TransferOp::Post { pending_id: hold } } else { TransferOp::Void { pending_id: hold } };
         transfer.description = if post { "approved" } else { "released" }.to_owned();
         let outcome = self.ledger.transfer(transfer).await?;
         match outcome {
@@ -485,7 +489,8 @@ impl Bank {
             && let Ok(currency) = currency_of(&stored.currency)
         {
             let amount = Amount::from_minor(stored.amount);
-            if let Err(error) = self.resolve_hold(stored.account, other, amount, currency, stored.kind, hold, false).await
+            if let Err(error) =
+                self.resolve_hold(stored.account, other, amount, currency, stored.kind, hold, false).await
             {
                 tracing::warn!(%error, approval = stored.id, "releasing a hold failed; the ledger's timeout will");
             }
@@ -500,7 +505,13 @@ impl Bank {
         };
         let currency = currency_of(&stored.currency)?;
         let amount = Amount::from_minor(stored.amount);
-        let mut post = NewTransfer::single(resolution_id(hold, true), AccountId(stored.account), AccountId(other), amount, currency);
+        let mut post = NewTransfer::single(
+            resolution_id(hold, true),
+            AccountId(stored.account),
+            AccountId(other),
+            amount,
+            currency,
+        );
         post.kind = stored.kind.transfer_kind();
         post.op = TransferOp::Post { pending_id: hold };
         post.description = stored.description.clone();
@@ -550,7 +561,8 @@ impl Bank {
         let now = now_us();
         let draft = caller.audit("approval.approve", format!("approval:{id}"), json!({}));
         let decided = sql::write(&*self.db, move |tx| {
-            let stored = load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
+            let stored =
+                load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
             if stored.status != "pending" {
                 return Err(ServiceError::Conflict(
                     "approval_not_pending",
@@ -562,7 +574,10 @@ impl Bank {
                 return Ok(Decided::Expired(stored));
             }
             if stored.maker == checker {
-                return Err(ServiceError::Forbidden("maker_cannot_approve", "the maker of a request cannot approve it"));
+                return Err(ServiceError::Forbidden(
+                    "maker_cannot_approve",
+                    "the maker of a request cannot approve it",
+                ));
             }
             let changed = tx.execute(
                 "UPDATE approvals SET status = 'approved', checker_id = $2, decided_at_us = $3, version = version + 1 \
@@ -574,9 +589,13 @@ impl Bank {
             }
             if stored.kind == ApprovalKind::CreditLimit {
                 set_credit_limit(tx, stored.account, stored.amount)?;
-                tx.execute("UPDATE approvals SET executed_at_us = $2 WHERE id = $1", &[Value::Int(id), Value::Int(now)])?;
+                tx.execute(
+                    "UPDATE approvals SET executed_at_us = $2 WHERE id = $1",
+                    &[Value::Int(id), Value::Int(now)],
+                )?;
             }
-            let customers = customers_of(tx, &[Some(stored.account), stored.other].into_iter().flatten().collect::<Vec<_>>())?;
+            let customers =
+                customers_of(tx, &[Some(stored.account), stored.other].into_iter().flatten().collect::<Vec<_>>())?;
             let mut draft = draft.clone();
             draft.detail = json!({"kind": stored.kind.as_str(), "account": stored.account, "to_account": stored.other,
                                   "amount_minor": stored.amount, "currency": stored.currency, "maker": stored.maker,
@@ -628,7 +647,8 @@ impl Bank {
         let now = now_us();
         let draft = caller.audit("approval.reject", format!("approval:{id}"), json!({}));
         let decided = sql::write(&*self.db, move |tx| {
-            let stored = load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
+            let stored =
+                load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
             if stored.maker != checker && role < approver {
                 return Err(ServiceError::Forbidden("forbidden", "your role may not do this"));
             }
@@ -660,10 +680,11 @@ impl Bank {
             }
             let customers = customers_of(tx, &[stored.account])?;
             let mut draft = draft.clone();
-            draft.detail = json!({"kind": stored.kind.as_str(), "account": stored.account, "amount_minor": stored.amount,
+            draft.detail =
+                json!({"kind": stored.kind.as_str(), "account": stored.account, "amount_minor": stored.amount,
                                   "currency": stored.currency, "maker": stored.maker, "reason": reason,
                                   "customers": customers})
-            .to_string();
+                .to_string();
             sql::journal(tx, now, std::slice::from_ref(&draft))?;
             Ok(Decided::Done(stored))
         })

@@ -22,8 +22,8 @@ use serde_json::json;
 
 use crate::accounts::{format_minor, resolve_account, system_account};
 use crate::approvals::{ApprovalKind, HeldRequest};
-use crate::limits::{self, DailyKind};
 use crate::country::FieldProblem;
+use crate::limits::{self, DailyKind};
 use crate::people::rfc3339;
 use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult, crypto, page_cursor, page_limit};
 
@@ -365,8 +365,17 @@ impl Bank {
                              "description": description});
         let kind = TransferKind::Transfer;
         let usage = Some(DailyKind::Transfer);
-        let movement =
-            Movement { action, debit: debit.id, credit: credit.id, amount, currency, kind, description, request, usage };
+        let movement = Movement {
+            action,
+            debit: debit.id,
+            credit: credit.id,
+            amount,
+            currency,
+            kind,
+            description,
+            request,
+            usage,
+        };
         self.move_money(caller, idempotency, movement).await
     }
 
