@@ -292,6 +292,13 @@ async fn four_eyes_rejecting_releases_the_hold(engine: Engine) {
     assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "60.00");
     let refused = app.post(&reject_path(&asked.body["id"]), Some(&customer.token), json!({"reason": "no"})).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
+    // A teller may withdraw their own request, not another's.
+    let by_manager = staff_transfer(&app, &app.manager, &account, &other, "11.00").await;
+    assert_eq!(by_manager.status, 202, "{}", by_manager.body);
+    let refused = app.post(&reject_path(&by_manager.body["id"]), Some(&app.teller), json!({})).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let withdrawn = app.post(&reject_path(&by_manager.body["id"]), Some(&app.manager), json!({})).await;
+    assert_eq!(withdrawn.body["status"], "rejected", "{}", withdrawn.body);
     let rejected =
         app.post(&reject_path(&asked.body["id"]), Some(&app.manager), json!({"reason": "not verified"})).await;
     assert_eq!(rejected.status, 200, "{}", rejected.body);
@@ -304,7 +311,8 @@ async fn four_eyes_rejecting_releases_the_hold(engine: Engine) {
     let late = app.post(&approve_path(&asked.body["id"]), Some(&app.admin), json!({})).await;
     assert_eq!(late.code(), "approval_not_pending", "{}", late.body);
     let events = journal(&app, "approval.reject").await;
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().any(|event| event["detail"].to_string().contains("not verified")), "{events:?}");
 }
 on_both_engines!(four_eyes_rejecting_releases_the_hold);
 

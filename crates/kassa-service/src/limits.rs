@@ -333,7 +333,9 @@ impl crate::Bank {
             if let Some(credit) = direct_credit {
                 crate::approvals::set_credit_limit(tx, account, credit.minor())?;
             }
-            kassa_store::sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            if withdrawal.is_some() || transfer.is_some() || direct_credit.is_some() {
+                kassa_store::sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            }
             limits_view(tx, account, &day)?.ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))
         })
         .await?;

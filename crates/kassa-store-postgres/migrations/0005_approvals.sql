@@ -34,12 +34,12 @@ CREATE TABLE approvals (
     maker_id       BIGINT NOT NULL REFERENCES staff (id),
     checker_id     BIGINT REFERENCES staff (id),
     account_id     BIGINT NOT NULL REFERENCES accounts (id),
+    -- The credit side of a held operation: the other customer account, or
+    -- the bank's cash account for a withdrawal.
     other_account  BIGINT REFERENCES accounts (id),
     amount         BIGINT NOT NULL CHECK (amount >= 0),
     currency       TEXT    NOT NULL CHECK (length(currency) = 3),
     description    TEXT    NOT NULL,
-    -- The credit side of a held operation: the other customer account, or
-    -- the bank's cash account for a withdrawal.
     -- The pending ledger transfer holding the money (16 bytes), if any.
     hold_id        BYTEA    CHECK (hold_id IS NULL OR length(hold_id) = 16),
     -- The bank day whose daily usage the request reserved, if any.

@@ -34,12 +34,12 @@ CREATE TABLE approvals (
     maker_id       INTEGER NOT NULL REFERENCES staff (id),
     checker_id     INTEGER REFERENCES staff (id),
     account_id     INTEGER NOT NULL REFERENCES accounts (id),
+    -- The credit side of a held operation: the other customer account, or
+    -- the bank's cash account for a withdrawal.
     other_account  INTEGER REFERENCES accounts (id),
     amount         INTEGER NOT NULL CHECK (amount >= 0),
     currency       TEXT    NOT NULL CHECK (length(currency) = 3),
     description    TEXT    NOT NULL,
-    -- The credit side of a held operation: the other customer account, or
-    -- the bank's cash account for a withdrawal.
     -- The pending ledger transfer holding the money (16 bytes), if any.
     hold_id        BLOB    CHECK (hold_id IS NULL OR length(hold_id) = 16),
     -- The bank day whose daily usage the request reserved, if any.
