@@ -377,5 +377,12 @@ async fn four_eyes_credit_limit_change(engine: Engine) {
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(app.account(&customer.token, id_of(&account)).await["credit_limit"], "500.00");
     assert_eq!(limits(&app, &account).await["credit_limit"], "500.00");
+    // The ledger honours the new limit: the account may go below zero.
+    assert_eq!(withdraw(&app, &app.teller, &account, "10.00").await.status, 201);
+    assert_eq!(withdraw(&app, &app.teller, &account, "10.00").await.status, 201);
+    assert_eq!(app.balance(&customer.token, id_of(&account)).await, "-10.00");
+    // Lowering it below what the account uses is refused.
+    let below = set_limits(&app, &app.manager, &account, json!({"credit_limit": "5.00"})).await;
+    assert_eq!(below.code(), "credit_limit_below_usage", "{}", below.body);
 }
 on_both_engines!(four_eyes_credit_limit_change);

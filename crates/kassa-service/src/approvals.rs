@@ -701,9 +701,10 @@ impl Bank {
         }
     }
 
-    /// One request, for staff.
+    /// One request, for staff (overdue requests are expired first).
     pub async fn approval(&self, caller: &Caller, id: i64) -> ServiceResult<ApprovalView> {
         caller.staff(Role::Teller)?;
+        self.expire_approvals().await?;
         let stored = sql::read(&*self.db, move |tx| load(tx, id))
             .await?
             .ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
