@@ -538,7 +538,7 @@ async fn staff_transfer(
     Body(form): Body<TransferForm>,
 ) -> ApiResult<Response> {
     let idempotency = idempotency(&headers, "POST /api/v1/staff/transfers")?;
-    Ok(created(s.bank.staff_transfer(&caller, form, idempotency).await?))
+    Ok(approvals::created_or_accepted(s.bank.staff_transfer(&caller, form, idempotency).await?))
 }
 
 async fn cash_deposit(
@@ -558,7 +558,7 @@ async fn cash_withdrawal(
     Body(form): Body<CashForm>,
 ) -> ApiResult<Response> {
     let idempotency = idempotency(&headers, "POST /api/v1/staff/cash/withdrawals")?;
-    Ok(created(s.bank.cash(&caller, false, form, idempotency).await?))
+    Ok(approvals::created_or_accepted(s.bank.cash(&caller, false, form, idempotency).await?))
 }
 
 async fn staff_account(State(s): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {

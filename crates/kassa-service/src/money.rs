@@ -11,7 +11,7 @@
 //! transfers for ever, so the key is honoured for ever, and the retry costs
 //! nothing beyond the ledger's own batch.
 
-use kassa_core::ledger::{NewTransfer, Transfer, TransferKind};
+use kassa_core::ledger::{Created, NewTransfer, Transfer, TransferKind};
 use kassa_core::money::{Amount, AmountPolicy, Currency};
 use kassa_core::{AccountId, TransferId};
 use kassa_store::sql::{self, Tx, Value};
@@ -21,7 +21,9 @@ use kassa_store::{StoreError, now_us};
 use serde_json::json;
 
 use crate::accounts::{format_minor, resolve_account, system_account};
+use crate::approvals::{ApprovalKind, HeldRequest};
 use crate::country::FieldProblem;
+use crate::limits::{self, DailyKind};
 use crate::people::rfc3339;
 use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult, crypto, page_cursor, page_limit};
 
@@ -122,6 +124,29 @@ pub(crate) fn new_id() -> ServiceResult<TransferId> {
     bytes[6] = (bytes[6] & 0x0f) | 0x70;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     Ok(TransferId::from_bytes(bytes))
+}
+
+/// The id of the transfer a request asks for: derived from the caller, the
+/// route and the Idempotency-Key when there is one, else new.
+fn transfer_id(caller: &Caller, idempotency: Option<&Idempotency>) -> ServiceResult<TransferId> {
+    match idempotency {
+        Some(idempotency) => {
+            check_idempotency_key(&idempotency.key)?;
+            Ok(derived_id(&format!("{} {}", caller.actor(), idempotency.route), &idempotency.key, 0))
+        }
+        None => new_id(),
+    }
+}
+
+/// Both sides hold the currency and differ.
+fn check_pair(pair: &Pair, mismatch: String) -> ServiceResult<()> {
+    if pair.debit.currency != pair.currency.code() || pair.credit.currency != pair.currency.code() {
+        return Err(ServiceError::Refused("currency_mismatch", mismatch));
+    }
+    if pair.debit.id == pair.credit.id {
+        return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
+    }
+    Ok(())
 }
 
 /// An `Idempotency-Key` and the route it came to.
@@ -248,6 +273,8 @@ struct Movement {
     description: String,
     /// The request as the journal and the idempotency check see it.
     request: serde_json::Value,
+    /// The daily limit it counts against (of the debit account), if any.
+    usage: Option<DailyKind>,
 }
 
 impl Bank {
@@ -274,13 +301,25 @@ impl Bank {
         idempotency: Option<Idempotency>,
         movement: Movement,
     ) -> ServiceResult<serde_json::Value> {
-        let id = match &idempotency {
-            Some(idempotency) => {
-                check_idempotency_key(&idempotency.key)?;
-                derived_id(&format!("{} {}", caller.actor(), idempotency.route), &idempotency.key, 0)
-            }
-            None => new_id()?,
+        let id = transfer_id(caller, idempotency.as_ref())?;
+        let day = match movement.usage {
+            Some(kind) => Some((
+                self.reserve_daily(
+                    caller,
+                    movement.action,
+                    &format!("transfer:{id}"),
+                    movement.debit,
+                    kind,
+                    movement.amount,
+                    movement.currency,
+                    &movement.request,
+                )
+                .await?,
+                kind,
+            )),
+            None => None,
         };
+        let (debit, used) = (movement.debit, movement.amount.minor());
         let mut transfer = NewTransfer::single(
             id,
             AccountId(movement.debit),
@@ -291,8 +330,16 @@ impl Bank {
         transfer.kind = movement.kind;
         transfer.description = movement.description.clone();
         let draft = caller.audit(movement.action, format!("transfer:{id}"), movement.request);
-        match self.submit(transfer, draft).await {
-            Ok(done) => Ok(json!(transfer_view(&done))),
+        let result = self.submit_created(transfer, draft).await;
+        // A refusal, or a retry answered from the first transfer, gives the
+        // reservation back (the first one counted it).
+        if let Some((day, kind)) = day
+            && result.as_ref().map_or(true, |created| created.replayed)
+        {
+            let _ = sql::write(&*self.db, move |tx| limits::release(tx, debit, kind, &day, used)).await;
+        }
+        match result {
+            Ok(done) => Ok(json!(transfer_view(&done.transfer))),
             // Only a derived id can be reused: the same key, another request.
             Err(ServiceError::Conflict("idempotency_key_reused", _)) => Err(ServiceError::Refused(
                 "idempotency_key_reused",
@@ -312,25 +359,80 @@ impl Bank {
         pair: Pair,
         mismatch: String,
     ) -> ServiceResult<serde_json::Value> {
+        check_pair(&pair, mismatch)?;
         let Pair { debit, credit, amount, currency, description } = pair;
-        if debit.currency != currency.code() || credit.currency != currency.code() {
-            return Err(ServiceError::Refused("currency_mismatch", mismatch));
-        }
-        if debit.id == credit.id {
-            return Err(ServiceError::Refused("same_account", "the two accounts are the same".into()));
-        }
         let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(), "currency": currency.code(),
                              "description": description});
         let kind = TransferKind::Transfer;
-        let movement =
-            Movement { action, debit: debit.id, credit: credit.id, amount, currency, kind, description, request };
+        let usage = Some(DailyKind::Transfer);
+        let movement = Movement {
+            action,
+            debit: debit.id,
+            credit: credit.id,
+            amount,
+            currency,
+            kind,
+            description,
+            request,
+            usage,
+        };
         self.move_money(caller, idempotency, movement).await
     }
 
-    async fn submit(&self, transfer: NewTransfer, draft: kassa_store::AuditDraft) -> ServiceResult<Transfer> {
+    /// Reserves `amount` of `account`'s daily `kind` limit for today (the
+    /// bank's day) and returns the day. Over the limit, the refusal is
+    /// journaled as `action` with outcome `daily_limit_exceeded`, and the
+    /// answer names the limit and what is left of it today.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn reserve_daily(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: &str,
+        account: i64,
+        kind: DailyKind,
+        amount: Amount,
+        currency: Currency,
+        request: &serde_json::Value,
+    ) -> ServiceResult<String> {
+        let day = self.today().to_string();
+        let mut draft = caller.audit(action, subject, request.clone());
+        draft.outcome = "daily_limit_exceeded".into();
+        let now = now_us();
+        let used_day = day.clone();
+        let minor = amount.minor();
+        let refused = sql::write(&*self.db, move |tx| {
+            let over = limits::reserve(tx, account, kind, &used_day, minor)?;
+            if over.is_err() {
+                sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            }
+            Ok::<_, StoreError>(over.err())
+        })
+        .await?;
+        match refused {
+            None => Ok(day),
+            Some(over) => Err(ServiceError::Refused(
+                "daily_limit_exceeded",
+                format!(
+                    "over the {} limit of {} {}: {} {} is left today",
+                    over.kind.limit_name(),
+                    format_minor(i128::from(over.limit), currency),
+                    currency.code(),
+                    format_minor(i128::from(over.left), currency),
+                    currency.code()
+                ),
+            )),
+        }
+    }
+
+    pub(crate) async fn submit_created(
+        &self,
+        transfer: NewTransfer,
+        draft: kassa_store::AuditDraft,
+    ) -> ServiceResult<Created> {
         let mut outcomes = self.ledger.submit_journaled(vec![transfer], Some(draft)).await?;
         match outcomes.pop() {
-            Some(Ok(created)) => Ok(created.transfer),
+            Some(Ok(created)) => Ok(created),
             Some(Err(error)) => Err(error.into()),
             None => Err(ServiceError::Internal("the ledger gave no outcome".into())),
         }
@@ -507,8 +609,24 @@ impl Bank {
         };
         let action = if deposit { "cash.deposit" } else { "cash.withdrawal" };
         let request = json!({"account": customer.id, "amount_minor": amount.minor(), "currency": currency.code(),
-                             "description": description});
-        let movement = Movement { action, debit, credit, amount, currency, kind, description, request };
+                             "description": description, "customers": customer.owner.into_iter().collect::<Vec<_>>()});
+        let usage = (!deposit).then_some(DailyKind::Withdrawal);
+        if !deposit && self.needs_approval(ApprovalKind::CashWithdrawal, amount) {
+            let hold_id = transfer_id(caller, idempotency.as_ref())?;
+            let held = HeldRequest {
+                kind: ApprovalKind::CashWithdrawal,
+                debit,
+                credit,
+                amount,
+                currency,
+                description,
+                hold_id,
+                usage,
+                request,
+            };
+            return Ok(json!(self.request_approval(caller, held).await?));
+        }
+        let movement = Movement { action, debit, credit, amount, currency, kind, description, request, usage };
         self.move_money(caller, idempotency, movement).await
     }
 
@@ -546,6 +664,25 @@ impl Bank {
         let credit = customer_account(found.next().flatten())?;
         let mismatch = "both accounts must hold the transfer's currency".to_owned();
         let pair = Pair { debit, credit, amount, currency, description };
+        if self.needs_approval(ApprovalKind::StaffTransfer, amount) {
+            check_pair(&pair, mismatch)?;
+            let Pair { debit, credit, amount, currency, description } = pair;
+            let request = json!({"from": debit.id, "to": credit.id, "amount_minor": amount.minor(),
+                                 "currency": currency.code(), "description": description,
+                                 "customers": ([debit.owner, credit.owner].into_iter().flatten().collect::<Vec<_>>())});
+            let held = HeldRequest {
+                kind: ApprovalKind::StaffTransfer,
+                debit: debit.id,
+                credit: credit.id,
+                amount,
+                currency,
+                description,
+                hold_id: transfer_id(caller, idempotency.as_ref())?,
+                usage: Some(DailyKind::Transfer),
+                request,
+            };
+            return Ok(json!(self.request_approval(caller, held).await?));
+        }
         self.move_between(caller, idempotency, "staff.transfer", pair, mismatch).await
     }
 

@@ -654,7 +654,20 @@ format = "text"
 
 [approvals]
 # Four-eyes thresholds and request lifetime; daily limits.
-
+# Thresholds are minor units of the operation's currency; an operation
+# strictly above its threshold waits for a second staff member, its money
+# held. A cash withdrawal above this (5000.00 in a 2-decimal currency):
+cash_withdrawal_over = 500000
+# A staff-initiated transfer above this:
+staff_transfer_over = 500000
+# A credit limit set above this (1000.00):
+credit_limit_over = 100000
+# How long a request waits for a checker before it expires (1 day), seconds.
+expiry_s = 86400
+# How often overdue requests are expired and their holds released, seconds.
+sweep_every_s = 60
+# The least role that may approve or reject: teller, manager or admin.
+approver_role = "manager"
 
 [fx]
 # Exchange rates: staleness, quotes, fee.
