@@ -265,24 +265,30 @@ impl Bank {
                 None
             }
         };
-        let (from, to, format) = check_query(query)?;
-        let (start_us, end_us) = calendar::range_us(&self.zone, from, to)?;
-        let detail =
-            json!({"account": account, "from": from.to_string(), "to": to.to_string(), "format": format.as_str()});
-        let draft = caller.audit("statement.export", format!("account:{account}"), detail);
-        let (view, holder) = sql::write(&*self.db, move |tx| {
+        // Whose account it is comes before what is wrong with the request:
+        // someone else's account is "not found" whatever the query says.
+        let query = query.clone();
+        let caller = caller.clone();
+        let (view, holder, (from, to, format)) = sql::write(&*self.db, move |tx| {
             let view = read_view(tx, account)?
                 .filter(|view| owner.is_none_or(|owner| view.owner == owner))
                 .ok_or(ServiceError::NotFound("account_not_found", "no such account"))?;
+            let checked = check_query(&query)?;
+            let (from, to, format) = checked;
             let holder = tx
                 .query_opt("SELECT first_name, last_name FROM customers WHERE id = $1", &[Value::Int(view.owner)])?
                 .map(|row| Ok::<_, ServiceError>(masked(&row.text(0)?, &row.text(1)?)))
                 .transpose()?
                 .unwrap_or_default();
+            let detail = json!({
+                "account": account, "from": from.to_string(), "to": to.to_string(), "format": format.as_str(),
+            });
+            let draft = caller.audit("statement.export", format!("account:{account}"), detail);
             sql::journal(tx, now_us(), std::slice::from_ref(&draft))?;
-            Ok::<_, ServiceError>((view, holder))
+            Ok::<_, ServiceError>((view, holder, checked))
         })
         .await?;
+        let (start_us, end_us) = calendar::range_us(&self.zone, from, to)?;
         let statement = self.build(view, holder, (from, to), (start_us, end_us), progress).await?;
         Ok((statement, format))
     }
