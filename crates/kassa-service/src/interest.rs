@@ -369,7 +369,12 @@ impl Bank {
             report.failures.push(RunFailure { account: account.id, month, code: code.into(), detail });
         };
         let Some(rate) = Rate::parse(&account.rate) else {
-            fail(report, None, "interest_rate_invalid", format!("the product's rate {:?} cannot be applied", account.rate));
+            fail(
+                report,
+                None,
+                "interest_rate_invalid",
+                format!("the product's rate {:?} cannot be applied", account.rate),
+            );
             return Ok(None);
         };
         // Months whose posting the ledger refused in this run (a blocked

@@ -271,7 +271,7 @@ impl TestBank {
 
     /// Interest transfers per account: (account, count, total minor).
     async fn interest_transfers(&self, account: i64) -> (i64, i64) {
-        let rows = sql::read(&**self.bank.database(), move |tx| {
+        sql::read(&**self.bank.database(), move |tx| {
             tx.query_one(
                 "SELECT COUNT(*), COALESCE(CAST(SUM(amount) AS BIGINT), 0) FROM transfers WHERE kind = 'interest' \
                  AND (debit_account_id = $1 OR credit_account_id = $1)",
@@ -280,15 +280,11 @@ impl TestBank {
             .and_then(|row| Ok::<_, StoreError>((row.int(0)?, row.int(1)?)))
         })
         .await
-        .unwrap();
-        rows
+        .unwrap()
     }
 
     async fn run(&self, as_of: Day, steps: Option<u32>) -> RunReport {
-        self.bank
-            .run_interest_bounded(&cli(), RunForm { as_of: Some(as_of.to_string()) }, steps)
-            .await
-            .unwrap()
+        self.bank.run_interest_bounded(&cli(), RunForm { as_of: Some(as_of.to_string()) }, steps).await.unwrap()
     }
 }
 
@@ -302,7 +298,7 @@ async fn populate(bank: &TestBank) -> Vec<i64> {
     let customer = bank.customer(1).await;
     let cash = bank.cash().await;
     let mut accounts = Vec::new();
-    for (i, minor) in [(1_u128, 100_000_i64), (2, 12_345_67), (3, 1)].into_iter() {
+    for (i, minor) in [(1_u128, 100_000_i64), (2, 1_234_567), (3, 1)] {
         let id = bank.account(customer, AccountKind::Savings, 0, &format!("SAV{i}")).await;
         bank.mv(i, cash, id, minor).await;
         accounts.push(id);
@@ -404,9 +400,8 @@ async fn an_aborted_run_task_pays_once_on_the_rerun() {
     let exact = days.iter().fold(Frac(0, 1), |sum, day| sum.add(exact_day(100_000, 5, 2, *day)));
     for attempt in 0..3_u64 {
         let runner = bank.bank.clone();
-        let task = tokio::spawn(async move {
-            runner.run_interest(&cli(), RunForm { as_of: Some(as_of.to_string()) }).await
-        });
+        let task =
+            tokio::spawn(async move { runner.run_interest(&cli(), RunForm { as_of: Some(as_of.to_string()) }).await });
         // Let it get somewhere, then kill it.
         tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 10)).await;
         task.abort();
