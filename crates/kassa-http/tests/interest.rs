@@ -165,6 +165,9 @@ async fn only_admins_run_the_job_and_only_for_days_that_are_over(engine: Engine)
         let answer = app.post("/api/v1/admin/jobs/interest", Some(&app.admin), json!({"as_of": as_of})).await;
         assert_eq!((answer.status, answer.code()), (422, code), "{}", answer.body);
     }
+    // A misspelt field is refused rather than read as "yesterday".
+    let answer = app.post("/api/v1/admin/jobs/interest", Some(&app.admin), json!({"asof": yesterday})).await;
+    assert!((400..500).contains(&answer.status), "{}", answer.body);
     // The default is yesterday.
     let answer = app.post("/api/v1/admin/jobs/interest", Some(&app.admin), json!({})).await;
     assert_eq!(answer.status, 200, "{}", answer.body);

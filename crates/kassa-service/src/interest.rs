@@ -240,7 +240,10 @@ impl Steps {
 }
 
 /// The run's form: `{as_of?}` (default: yesterday in the bank's zone).
+/// Unknown fields are refused: a run moves money, so a misspelt `as_of`
+/// must not silently become "yesterday".
 #[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunForm {
     pub as_of: Option<String>,
 }
