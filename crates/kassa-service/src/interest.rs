@@ -205,6 +205,9 @@ pub struct RunReport {
     pub days_accrued: u64,
     pub postings: Vec<PostingReport>,
     pub failures: Vec<RunFailure>,
+    /// Accounts left to another run that was accruing them at the same
+    /// time (another node's schedule): not a failure, that run posts them.
+    pub raced: u64,
     /// `false` when the run stopped at `steps_max` before finishing.
     pub complete: bool,
 }
@@ -297,6 +300,7 @@ impl Bank {
             format!("interest:{as_of}"),
             json!({"as_of": report.as_of, "accounts": report.accounts, "days_accrued": report.days_accrued,
                    "postings": postings, "overdrafts": overdrafts, "failures": report.failures.len(),
+                   "raced": report.raced,
                    "complete": report.complete}),
         );
         let now = now_us();
@@ -384,11 +388,6 @@ impl Bank {
         // card): reported once, tried again by the next run.
         let mut refused = Vec::new();
         loop {
-            // Months an earlier (or interrupted) run accrued in full but did
-            // not post, then the next chunk of days.
-            if let Some(stop) = self.post_due_months(caller, account, steps, report, &mut refused).await? {
-                return Ok(Some(stop));
-            }
             let id = account.id;
             let last = sql::read(&*self.db, move |tx| {
                 tx.query_opt(
@@ -399,6 +398,13 @@ impl Bank {
                 .transpose()
             })
             .await?;
+            // Post every month accrued in full up to `last` (by an earlier,
+            // interrupted or concurrent run too) before reading the
+            // balances of the next days, so a posting is always in the
+            // balance of the days after its month, whoever posted it.
+            if let Some(stop) = self.post_due_months(caller, account, steps, report, &mut refused).await? {
+                return Ok(Some(stop));
+            }
             let start = match &last {
                 Some((day, _)) => calendar::next_day(calendar::parse_day("day", day)?)
                     .ok_or_else(|| ServiceError::Internal("no day after an accrual".into()))?,
@@ -424,7 +430,7 @@ impl Bank {
                 Ok(written) => report.days_accrued += written,
                 // Another run got there first; it will post what it accrued.
                 Err(ServiceError::Conflict("interest_run_raced", _)) => {
-                    fail(report, None, "interest_run_raced", "another run is accruing this account".into());
+                    report.raced += 1;
                     return Ok(None);
                 }
                 Err(ServiceError::Refused(code, detail)) => {

@@ -416,6 +416,37 @@ async fn an_aborted_run_task_pays_once_on_the_rerun() {
     }
 }
 
+/// Two runs at once (two nodes' schedules) pay what one run pays, once.
+async fn concurrent_runs_pay_once(postgres: bool) {
+    let (Some(one), Some(two)) = (bank(postgres).await, bank(postgres).await) else {
+        return;
+    };
+    let as_of = two_month_ends();
+    let single = populate(&one).await;
+    let doubled = populate(&two).await;
+    let reference = one.run(as_of, None).await;
+    assert!(reference.complete && reference.failures.is_empty(), "{reference:?}");
+    let (a, b) = tokio::join!(two.run(as_of, None), two.run(as_of, None));
+    assert!(a.failures.is_empty() && b.failures.is_empty(), "{a:?}\n{b:?}");
+    let fresh = |report: &RunReport| report.postings.iter().filter(|p| p.transfer_id.is_some() && !p.replayed).count();
+    let expected = reference.postings.iter().filter(|p| p.transfer_id.is_some()).count();
+    assert_eq!(fresh(&a) + fresh(&b), expected, "{a:?}\n{b:?}");
+    for (x, y) in single.iter().zip(&doubled) {
+        assert_eq!(one.balance(*x).await, two.balance(*y).await, "account {y}");
+        assert_eq!(one.interest_transfers(*x).await, two.interest_transfers(*y).await, "account {y}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_pay_once_sqlite() {
+    concurrent_runs_pay_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_pay_once_postgres() {
+    concurrent_runs_pay_once(true).await;
+}
+
 async fn a_card_is_charged_past_its_limit_and_it_is_reported(postgres: bool) {
     let Some(bank) = bank(postgres).await else {
         return;

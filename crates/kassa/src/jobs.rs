@@ -51,12 +51,13 @@ pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "interest run as of {}: {} account(s), {} day(s) accrued, {} posting(s), {} failure(s)",
+        "interest run as of {}: {} account(s), {} day(s) accrued, {} posting(s), {} failure(s){}",
         report.as_of,
         report.accounts,
         report.days_accrued,
         report.postings.len(),
-        report.failures.len()
+        report.failures.len(),
+        if report.raced > 0 { format!(", {} left to a concurrent run", report.raced) } else { String::new() }
     );
     for posting in &report.postings {
         let _ = writeln!(
