@@ -68,6 +68,9 @@ pub const RATE_MAX_UNITS: i128 = 10 * 10_i128.pow(RATE_DECIMALS);
 /// Carry units in one minor unit: `10^12 * 365 * 366`, a multiple of every
 /// day's denominator (`10^12 * 365` or `10^12 * 366`).
 pub const CARRY_UNITS_PER_MINOR: i128 = 1_000_000_000_000 * 365 * 366;
+/// Times a run re-reads an account that another run is accruing at the
+/// same time before leaving it to that run.
+const RACES_MAX: u32 = 8;
 /// Accounts read per page of a run.
 const ACCOUNTS_PAGE: i64 = 200;
 
@@ -387,6 +390,7 @@ impl Bank {
         // Months whose posting the ledger refused in this run (a blocked
         // card): reported once, tried again by the next run.
         let mut refused = Vec::new();
+        let mut races = 0_u32;
         loop {
             let id = account.id;
             let last = sql::read(&*self.db, move |tx| {
@@ -429,9 +433,17 @@ impl Bank {
             match self.write_accruals(account, rate, last, days).await {
                 Ok(written) => report.days_accrued += written,
                 // Another run got there first; it will post what it accrued.
+                // Another run (another node, or a write of an aborted
+                // run still landing) accrued this account meanwhile: read
+                // again and go on from where it got to. Each race means
+                // that run made progress; still, give up after a few and
+                // leave the account to it.
                 Err(ServiceError::Conflict("interest_run_raced", _)) => {
-                    report.raced += 1;
-                    return Ok(None);
+                    races += 1;
+                    if races >= RACES_MAX {
+                        report.raced += 1;
+                        return Ok(None);
+                    }
                 }
                 Err(ServiceError::Refused(code, detail)) => {
                     fail(report, None, code, detail);
@@ -615,22 +627,28 @@ impl Bank {
     }
 }
 
-/// How long until the next `run_at` (bank time) after now.
-fn until_next_run(bank: &Bank, run_at: (i8, i8)) -> ServiceResult<Duration> {
-    let now = now_us();
-    let today = bank.today();
+/// The first instant (µs) after `now_us` at which the clock in `zone`
+/// shows `run_at` (a time inside a DST gap runs when the gap ends).
+pub fn next_run_us(zone: &jiff::tz::TimeZone, now_us: i64, run_at: (i8, i8)) -> ServiceResult<i64> {
+    let today = calendar::day_of(zone, now_us);
     for day in [today, today.checked_add(1.day()).map_err(|e| ServiceError::Internal(e.to_string()))?] {
         let at = day
             .at(run_at.0, run_at.1, 0, 0)
-            .to_zoned(bank.zone.clone())
+            .to_zoned(zone.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .timestamp()
             .as_microsecond();
-        if at > now {
-            return Ok(Duration::from_micros(u64::try_from(at - now).unwrap_or(0)));
+        if at > now_us {
+            return Ok(at);
         }
     }
-    Ok(Duration::from_secs(3600))
+    Err(ServiceError::Internal("no next run time".into()))
+}
+
+fn until_next_run(bank: &Bank, run_at: (i8, i8)) -> ServiceResult<Duration> {
+    let now = now_us();
+    let at = next_run_us(&bank.zone, now, run_at)?;
+    Ok(Duration::from_micros(u64::try_from(at - now).unwrap_or(0)))
 }
 
 /// Parses `HH:MM`.
@@ -707,6 +725,24 @@ mod tests {
         }
         // 1000.00 at 5 % for a whole year is exactly 50.00.
         assert_eq!((total, carry), (5_000, 0));
+    }
+
+    #[test]
+    fn the_next_run_is_the_next_run_at_in_the_bank_zone() {
+        let minsk = calendar::zone("Europe/Minsk").unwrap();
+        // 2026-03-01 00:30 in Minsk (UTC+3) is 2026-02-28T21:30Z.
+        let now = calendar::day_start_us(&minsk, "2026-03-01".parse().unwrap()).unwrap() + 30 * 60 * 1_000_000;
+        let at = next_run_us(&minsk, now, (1, 0)).unwrap();
+        assert_eq!(at - now, 30 * 60 * 1_000_000);
+        // Just after: tomorrow at 01:00.
+        let later = next_run_us(&minsk, at, (1, 0)).unwrap();
+        assert_eq!(later - at, 24 * 3600 * 1_000_000);
+        // Across a DST change (Kyiv, 2026-03-29 has 23 hours).
+        let kyiv = calendar::zone("Europe/Kyiv").unwrap();
+        let start = calendar::day_start_us(&kyiv, "2026-03-29".parse().unwrap()).unwrap();
+        let first = next_run_us(&kyiv, start, (12, 0)).unwrap();
+        assert_eq!(next_run_us(&kyiv, first, (12, 0)).unwrap() - first, 24 * 3600 * 1_000_000);
+        assert_eq!(first - start, 11 * 3600 * 1_000_000, "03:00 never happened that night");
     }
 
     #[test]
