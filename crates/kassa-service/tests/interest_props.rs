@@ -511,3 +511,30 @@ async fn a_card_is_charged_past_its_limit_and_it_is_reported_sqlite() {
 async fn a_card_is_charged_past_its_limit_and_it_is_reported_postgres() {
     a_card_is_charged_past_its_limit_and_it_is_reported(true).await;
 }
+
+/// A posting the ledger refuses (a blocked card cannot be debited) is a
+/// reported failure; the next run, once the card is unblocked, posts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_posting_is_reported_and_posted_by_a_later_run() {
+    let bank = bank(false).await.unwrap();
+    let customer = bank.customer(1).await;
+    let cash = bank.cash().await;
+    let card = bank.account(customer, AccountKind::CreditCard, 50_000, "CARD1").await;
+    bank.mv(1, card, cash, 20_000).await;
+    bank.bank.ledger().set_account_status(AccountId(card), kassa_core::ledger::AccountStatus::Blocked).await.unwrap();
+    let as_of = today().last_of_month();
+    let report = bank.run(as_of, None).await;
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!(report.failures[0].code, "debit_account_blocked", "{report:?}");
+    assert_eq!(bank.interest_transfers(card).await, (0, 0));
+    let again = bank.run(as_of, None).await;
+    assert_eq!(again.failures.len(), 1, "still refused, still reported: {again:?}");
+    bank.bank.ledger().set_account_status(AccountId(card), kassa_core::ledger::AccountStatus::Active).await.unwrap();
+    let fixed = bank.run(as_of, None).await;
+    assert!(fixed.failures.is_empty(), "{fixed:?}");
+    assert_eq!(fixed.postings.len(), 1, "{fixed:?}");
+    let (count, total) = bank.interest_transfers(card).await;
+    assert_eq!(count, 1);
+    assert_eq!(i128::from(bank.balance(card).await), -20_000 - i128::from(total));
+    assert!(bank.run(as_of, None).await.postings.is_empty());
+}
