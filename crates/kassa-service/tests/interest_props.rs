@@ -4,9 +4,11 @@
 //!   in exact rationals (sums of reduced fractions, no common fixed-point
 //!   denominator) over random balances, rates and dates, leap years
 //!   included; a few precomputed fixtures.
-//! - A run stopped between any two of its steps (a budget of one commit per
-//!   run, run again and again) pays exactly what an uninterrupted run pays,
-//!   once; a run task aborted half-way and run again pays once.
+//! - A run stopped between any two of its steps (a budget of one or two
+//!   commits per run, run again and again) pays exactly what an
+//!   uninterrupted run pays, once; a run task aborted half-way and run again
+//!   pays once; two runs at the same time pay what one pays.
+//! - A posting the ledger refuses is reported and posted by a later run.
 //! - A credit card's negative balance is charged, and the charge may take it
 //!   past its limit: reported by the run and by the books' check.
 //!
