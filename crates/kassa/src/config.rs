@@ -671,6 +671,7 @@ run_at = "01:00"
 # balance. For tests and demos only; keep false in production.
 future_days_allowed = false
 
+
 [notifications]
 # Outbox delivery and gateways.
 
