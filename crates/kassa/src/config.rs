@@ -688,7 +688,15 @@ rates_poll_s = 60
 
 
 [interest]
-# The interest job's schedule.
+# The interest job's schedule (see docs/interest.md). Run it by hand with
+# `kassa jobs run interest [--as-of YYYY-MM-DD]`.
+# Run the job every day at run_at for the day before.
+enabled = true
+# HH:MM in the bank's time zone.
+run_at = "01:00"
+# Let a run accrue days that are not over yet (today and later) on today's
+# balance. For tests and demos only; keep false in production.
+future_days_allowed = false
 
 
 [notifications]

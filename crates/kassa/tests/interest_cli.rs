@@ -1,0 +1,216 @@
+//! `kassa jobs run interest` as an operator runs it: the binary against a
+//! data directory whose database the library filled with savings accounts.
+//! A run posts the month once and says so; a run killed with SIGKILL in the
+//! middle, then run again, pays every account exactly once; a day that is
+//! not over is refused without the test-only setting.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    reason = "a test fails by panicking, with the reason in the message"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer};
+use kassa_core::{AccountId, Amount, Currency, TransferId};
+use kassa_ledger::{Ledger, LedgerConfig};
+use kassa_service::calendar::{self, Day};
+use kassa_service::people::Registration;
+use kassa_service::{Bank, BankIdentity, Caller, SecretBytes, Settings};
+use kassa_store::LedgerStore;
+use kassa_store::sql::{self, Database, Value};
+
+const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
+
+fn kassa(dir: &Path, config: Option<&Path>, as_of: &str) -> Command {
+    let mut command = Command::new(KASSA);
+    command.args(["jobs", "run", "interest", "--data-dir"]).arg(dir).args(["--as-of", as_of]);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.current_dir(dir).env_remove("KASSA_DATABASE_URL").env_remove("KASSA_DATA_DIR").env("KASSA_LOG", "error");
+    command
+}
+
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("the kassa binary runs")).await.unwrap()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn today() -> Day {
+    calendar::day_of(&calendar::zone("Europe/Minsk").unwrap(), kassa_store::now_us())
+}
+
+/// Opens the data directory's database with the library, registers a
+/// customer and opens `n` savings accounts holding `minor` each.
+async fn populate(dir: &Path, n: usize, minor: i64) -> Vec<i64> {
+    let store = kassa_store_sqlite::SqliteStore::open(dir.join("kassa.db")).await.unwrap();
+    let (store, db): (Arc<dyn LedgerStore>, Arc<dyn Database>) = (Arc::new(store.clone()), Arc::new(store));
+    let ledger = Ledger::start(store, LedgerConfig::default());
+    let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![7; 32]));
+    settings.argon2_memory_kib = 1024;
+    let bank = Bank::start(db, ledger, settings).await.unwrap();
+    let form = Registration {
+        first_name: Some("Anna".into()),
+        last_name: Some("Ivanova".into()),
+        phone: Some("+375291110001".into()),
+        email: Some("anna@example.com".into()),
+        password: Some("correct horse battery".into()),
+        passport_number: Some("MP1234501".into()),
+        personal_id: Some("3010101A001PB5".into()),
+    };
+    let customer = bank.register(&Caller::anonymous("test"), form).await.unwrap().customer.id;
+    let (product, cash) = sql::read(&**bank.database(), |tx| {
+        let product = tx.query_one("SELECT id FROM products WHERE code = 'savings'", &[])?.int(0)?;
+        let cash = tx
+            .query_one("SELECT account_id FROM system_accounts WHERE kind = 'cash' AND currency = 'BYN'", &[])?
+            .int(0)?;
+        Ok::<_, kassa_store::StoreError>((product, cash))
+    })
+    .await
+    .unwrap();
+    let mut accounts = Vec::new();
+    for i in 0..n {
+        let account = bank
+            .ledger()
+            .create_account(NewAccount {
+                number: format!("SAVINGS{i}"),
+                owner: Some(customer),
+                currency: Currency::BYN,
+                kind: AccountKind::Savings,
+                credit_limit: Amount::ZERO,
+            })
+            .await
+            .unwrap()
+            .id
+            .0;
+        sql::write(&**bank.database(), move |tx| {
+            tx.execute(
+                "INSERT INTO account_details (account_id, customer_id, product_id, currency, nickname, is_default, \
+                 consents, opened_by) VALUES ($1, $2, $3, 'BYN', '', 0, '[]', 'test')",
+                &[Value::Int(account), Value::Int(customer), Value::Int(product)],
+            )
+        })
+        .await
+        .unwrap();
+        let deposit = NewTransfer::single(
+            TransferId(1000 + i as u128),
+            AccountId(cash),
+            AccountId(account),
+            Amount::from_minor(minor),
+            Currency::BYN,
+        );
+        bank.ledger().transfer(deposit).await.unwrap().unwrap();
+        accounts.push(account);
+    }
+    accounts
+}
+
+/// (count, total minor) of the interest transfers crediting `account`.
+fn interest_of(db: &Path, account: i64) -> (i64, i64) {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    connection
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transfers WHERE kind = 'interest' AND credit_account_id = ?1",
+            [account],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+}
+
+fn accruals(db: &Path) -> i64 {
+    let Ok(connection) = rusqlite::Connection::open(db) else { return 0 };
+    connection.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get(0)).unwrap_or(0)
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
+/// floor(balance × 5 % × days / days-in-year), summed exactly per day.
+fn expected(minor: i64, from: Day, to: Day) -> i64 {
+    let (mut numerator, mut denominator) = (0_i128, 1_i128);
+    let mut day = from;
+    while day <= to {
+        let year = if day.in_leap_year() { 366 } else { 365 };
+        let (n, d) = (i128::from(minor) * 5, 100 * year);
+        (numerator, denominator) = (numerator * d + n * denominator, denominator * d);
+        let g = gcd(numerator, denominator).max(1);
+        (numerator, denominator) = (numerator / g, denominator / g);
+        day = calendar::next_day(day).unwrap();
+    }
+    i64::try_from(numerator / denominator).unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("interest-test.toml");
+    std::fs::write(&config, "[interest]\nenabled = false\nfuture_days_allowed = true\n").unwrap();
+    (dir, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_posts_the_month_once_and_prints_it() {
+    let (dir, config) = setup();
+    let accounts = populate(dir.path(), 2, 100_000).await;
+    let month_end = today().last_of_month();
+    let as_of = month_end.to_string();
+    let first = output(kassa(dir.path(), Some(&config), &as_of)).await;
+    assert!(first.status.success(), "{}", describe(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let amount = expected(100_000, today(), month_end);
+    let shown = format!("{}.{:02}", amount / 100, amount % 100);
+    for account in &accounts {
+        let line = format!("posted: account {account} {} pay {shown} BYN", &as_of[..7]);
+        assert!(stdout.contains(&line), "{line:?} in\n{}", describe(&first));
+        assert_eq!(interest_of(&dir.path().join("kassa.db"), *account), (1, amount));
+    }
+    let again = output(kassa(dir.path(), Some(&config), &as_of)).await;
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 day(s) accrued, 0 posting(s)"), "{}", describe(&again));
+    for account in &accounts {
+        assert_eq!(interest_of(&dir.path().join("kassa.db"), *account), (1, amount));
+    }
+    // Without the test-only setting a day that is not over is refused.
+    let refused = output(kassa(dir.path(), None, &as_of)).await;
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("as_of_not_past"), "{}", describe(&refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_half_way_and_run_again_pays_once() {
+    let (dir, config) = setup();
+    let accounts = populate(dir.path(), 60, 250_000).await;
+    let db = dir.path().join("kassa.db");
+    let month_end = today().last_of_month();
+    let as_of = month_end.to_string();
+    let mut child =
+        kassa(dir.path(), Some(&config), &as_of).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Kill it once it has accrued something (or after 20 s at most).
+    let started = Instant::now();
+    while accruals(&db) == 0 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    let rerun = output(kassa(dir.path(), Some(&config), &as_of)).await;
+    assert!(rerun.status.success(), "killed with {status:?}; rerun: {}", describe(&rerun));
+    let amount = expected(250_000, today(), month_end);
+    for account in accounts {
+        assert_eq!(interest_of(&db, account), (1, amount), "account {account}");
+    }
+}
