@@ -409,7 +409,7 @@ impl Bank {
                 // leave the card past it (unless a bank debit already did).
                 let changed = tx.execute(
                     "UPDATE accounts SET credit_limit = $2 WHERE id = $1 AND status <> 'closed' \
-                     AND (bank_overdraft = 1 OR credits_posted - debits_posted - debits_pending + $2 >= 0)",
+                     AND (CAST(bank_overdraft AS INTEGER) = 1 OR credits_posted - debits_posted - debits_pending + $2 >= 0)",
                     &[Value::Int(account), Value::Int(limit.minor())],
                 )?;
                 if changed != 1 {
