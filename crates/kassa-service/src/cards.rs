@@ -46,6 +46,21 @@ impl Default for CardSettings {
     }
 }
 
+impl CardSettings {
+    /// Checks the settings; the error names the setting as spelt in the
+    /// `[cards]` section.
+    pub fn validate(&self) -> Result<(), String> {
+        let prefix = &self.issuer_prefix;
+        if prefix.is_empty() || prefix.len() > 8 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("issuer_prefix: {prefix:?} must be 1–8 digits"));
+        }
+        if !(1..=120).contains(&self.validity_months) {
+            return Err(format!("validity_months: {} must be between 1 and 120", self.validity_months));
+        }
+        Ok(())
+    }
+}
+
 /// Starts this feature's background tasks (none).
 pub fn spawn(_bank: &crate::Bank) -> Vec<tokio::task::JoinHandle<()>> {
     Vec::new()
@@ -692,6 +707,15 @@ mod tests {
         let others: Vec<String> =
             (0..20).map(|i| cvv(format!("key {i}").as_bytes(), "4585220000000006", "2029-11")).collect();
         assert!(others.iter().any(|o| *o != a));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(CardSettings::default().validate().is_ok());
+        let bad = CardSettings { issuer_prefix: "45a".into(), ..CardSettings::default() };
+        assert!(bad.validate().unwrap_err().starts_with("issuer_prefix"));
+        let bad = CardSettings { validity_months: 0, ..CardSettings::default() };
+        assert!(bad.validate().unwrap_err().starts_with("validity_months"));
     }
 
     #[test]
