@@ -535,7 +535,7 @@ async fn a_rejected_application_changes_nothing(engine: Engine) {
 on_both_engines!(a_rejected_application_changes_nothing);
 
 async fn an_approved_application_opens_the_card_once(engine: Engine) {
-    let Some((app, _bank)) = spawn(engine).await else { return };
+    let Some((app, bank)) = spawn(engine).await else { return };
     let a = app.register(1).await;
     let b = app.register(2).await;
     let b_account = app.open_account(&b.token).await;
@@ -584,6 +584,35 @@ async fn an_approved_application_opens_the_card_once(engine: Engine) {
     assert_eq!(over.status, 422, "{engine:?}: {}", over.body);
     assert_eq!(over.code(), "insufficient_funds", "{engine:?}");
     assert_eq!(app.balance(&a.token, card_id).await, "-500.00", "{engine:?}");
+    assert_eq!(app.account(&a.token, card_id).await["over_limit"], false, "{engine:?}");
+
+    // The bank's own interest debit may pass the limit, and says so.
+    let db = Arc::clone(bank.database());
+    let interest_account = sql::read(&*db, |tx| {
+        tx.query_one(
+            "SELECT account_id FROM system_accounts WHERE kind = 'interest_expense' AND currency = 'BYN'",
+            &[],
+        )?
+        .int(0)
+    })
+    .await
+    .unwrap();
+    let byn = kassa_core::money::Currency::from_code("BYN").unwrap();
+    let mut interest = kassa_core::ledger::NewTransfer::single(
+        kassa_core::TransferId::from_bytes(*b"interest-test-01"),
+        kassa_core::AccountId(card_id),
+        kassa_core::AccountId(interest_account),
+        kassa_core::money::Amount::from_minor(300),
+        byn,
+    );
+    interest.kind = kassa_core::ledger::TransferKind::Interest;
+    interest.bank_debit = true;
+    let outcome = bank.ledger().submit(vec![interest]).await.unwrap();
+    assert!(outcome[0].is_ok(), "{engine:?}: {outcome:?}");
+    let past = app.account(&a.token, card_id).await;
+    assert_eq!(past["balance"], "-503.00", "{engine:?}");
+    assert_eq!(past["available"], "-3.00", "{engine:?}");
+    assert_eq!(past["over_limit"], true, "{engine:?}: reported, never silent");
 
     // A higher limit: applied for on the card, granted once.
     let not_higher = app
@@ -627,7 +656,8 @@ async fn an_approved_application_opens_the_card_once(engine: Engine) {
     );
     let after = app.account(&a.token, card_id).await;
     assert_eq!(after["credit_limit"], "700.00", "{engine:?}");
-    assert_eq!(after["available"], "200.00", "{engine:?}");
+    assert_eq!(after["available"], "197.00", "{engine:?}");
+    assert_eq!(after["over_limit"], false, "{engine:?}");
     let count = app.get("/api/v1/accounts", &a.token).await.body["items"].as_array().unwrap().len();
     assert_eq!(count, 1, "{engine:?}: a limit opens no account");
     let by_customer = app

@@ -54,6 +54,9 @@ pub struct AccountView {
     pub available: String,
     pub pending_debits: String,
     pub credit_limit: String,
+    /// The bank's own interest or fee debits took the account past its
+    /// credit limit (the only way there): reported, never silent.
+    pub over_limit: bool,
     pub is_default: bool,
     pub nickname: String,
     pub product: String,
@@ -113,6 +116,7 @@ pub(crate) fn view_from_row(row: &Row) -> Result<AccountView, StoreError> {
         available: format_minor(credits - debits - pending + credit_limit, currency),
         pending_debits: format_minor(pending, currency),
         credit_limit: format_minor(credit_limit, currency),
+        over_limit: credits - debits - pending + credit_limit < 0,
         created_at: rfc3339(row.int(9)?),
         nickname: row.text(10)?,
         is_default: row.int(11)? != 0,
