@@ -289,10 +289,12 @@ async fn a_debit_card_story(engine: Engine) {
     assert_eq!(list.status, 200, "{engine:?}");
     let text = list.body.to_string();
     assert!(text.contains(&masked) && !text.contains(&number), "{engine:?}: {text}");
+    assert!(!text.contains("cvv"), "{engine:?}: {text}");
     for answer in
         [app.account(&a.token, id).await, app.get(&format!("/api/v1/staff/accounts/{id}"), &app.teller).await.body]
     {
         assert!(!answer.to_string().contains(&number), "{engine:?}: {answer}");
+        assert!(!answer.to_string().contains("cvv"), "{engine:?}: {answer}");
     }
 
     // The PIN: four digits; setting it is journaled without it.
