@@ -27,6 +27,10 @@ pub struct Product {
     pub interest_rate: String,
     pub consents: Vec<Consent>,
     pub active: bool,
+    /// A card product's issuer prefix, if it has its own (else the
+    /// `[cards] issuer_prefix` setting's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_prefix: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -39,6 +43,8 @@ pub struct ProductForm {
     pub interest_rate: Option<String>,
     pub consents: Option<Vec<Consent>>,
     pub active: Option<bool>,
+    /// Card kinds only: 1–8 digits starting this product's card numbers.
+    pub card_prefix: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -167,10 +173,12 @@ fn product_from_row(row: &Row) -> Result<Product, StoreError> {
         interest_rate: row.text(6)?,
         consents: serde_json::from_str(&row.text(7)?).map_err(|error| StoreError::Corrupt(error.to_string()))?,
         active: row.int(8)? != 0,
+        card_prefix: row.opt_text(9)?,
     })
 }
 
-const PRODUCT_COLUMNS: &str = "id, code, kind, name, description, currencies, interest_rate, consents, active";
+const PRODUCT_COLUMNS: &str =
+    "id, code, kind, name, description, currencies, interest_rate, consents, active, card_prefix";
 
 /// Resolves an account given by id (digits) or by number (IBAN, spaces
 /// allowed) to its id; `None` when no such account exists.
@@ -484,7 +492,11 @@ pub(crate) fn open_in_tx(
         ],
     )?;
     let card = match &holder_name {
-        Some(name) => Some(crate::cards::issue(tx, &context.cards, context.today, id, name, now)?.number_masked),
+        Some(name) => {
+            let prefix = product.card_prefix.as_deref().unwrap_or(&context.cards.issuer_prefix);
+            let card = crate::cards::issue(tx, prefix, context.cards.validity_months, context.today, id, name, now)?;
+            Some(card.number_masked)
+        }
         None => None,
     };
     sql::journal(
@@ -555,6 +567,17 @@ impl Bank {
                 "an annual rate as a decimal, such as 0.05",
             ));
         }
+        let card_prefix = form.card_prefix.clone().filter(|prefix| !prefix.is_empty());
+        if let Some(prefix) = &card_prefix {
+            let digits = (1..=8).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit());
+            if !digits || !CARD_KINDS.contains(&kind.as_str()) {
+                problems.push(problem(
+                    "card_prefix",
+                    "card_prefix_invalid",
+                    "a card product's issuer prefix is 1–8 digits",
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
@@ -576,17 +599,18 @@ impl Bank {
                 Value::from(&consents_json),
                 Value::from(active),
                 Value::Int(now),
+                Value::from(card_prefix.clone()),
             ];
             if tx.query_opt("SELECT 1 FROM products WHERE code = $1", &[Value::from(&code)])?.is_some() {
                 tx.execute(
                     "UPDATE products SET kind = $2, name = $3, description = $4, currencies = $5, interest_rate = $6, \
-                     consents = $7, active = $8, version = version + 1 WHERE code = $1 AND $9 = $9",
+                     consents = $7, active = $8, card_prefix = $10, version = version + 1 WHERE code = $1 AND $9 = $9",
                     &params,
                 )?;
             } else {
                 tx.execute(
                     "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
-                     created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     created_at_us, card_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &params,
                 )?;
             }

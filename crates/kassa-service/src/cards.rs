@@ -327,21 +327,22 @@ fn valid_to(today: crate::calendar::Day, months: u32) -> String {
     format!("{:04}-{:02}", index.div_euclid(12), index.rem_euclid(12) + 1)
 }
 
-/// Gives a new card account its card: a fresh unique number, the holder
-/// name, the valid-to month. Runs inside the account's opening transaction.
+/// Gives a new card account its card: a fresh unique number (after the
+/// product's issuer prefix), the holder name, the valid-to month. Runs inside the account's opening transaction.
 pub(crate) fn issue(
     tx: &mut dyn Tx,
-    settings: &CardSettings,
+    prefix: &str,
+    validity_months: u32,
     today: crate::calendar::Day,
     account: i64,
     holder_name: &str,
     now: i64,
 ) -> ServiceResult<CardView> {
-    let valid_to = valid_to(today, settings.validity_months);
+    let valid_to = valid_to(today, validity_months);
     // A collision is about one in 10⁹ per card at a million cards; look
     // before inserting, and the UNIQUE constraint stays the last word.
     for _ in 0..8 {
-        let number = new_number(&settings.issuer_prefix)?;
+        let number = new_number(prefix)?;
         if tx.query_opt("SELECT 1 FROM cards WHERE number = $1", &[Value::from(&number)])?.is_some() {
             continue;
         }

@@ -1,6 +1,11 @@
 -- Cards and applications (see the SQLite file for the commentary); the same
 -- tables with PostgreSQL column types.
 
+-- A card product may have an issuer prefix of its own (else the [cards]
+-- setting's).
+ALTER TABLE products ADD COLUMN card_prefix TEXT
+    CHECK (card_prefix IS NULL OR length(card_prefix) BETWEEN 1 AND 8);
+
 CREATE TABLE cards (
     account_id    BIGINT  PRIMARY KEY REFERENCES accounts (id),
     number        TEXT    NOT NULL UNIQUE CHECK (number ~ '^[0-9]{16}$'),

@@ -3,6 +3,11 @@
 -- a higher limit. The CVV is never stored: it is derived on demand from the
 -- card key, the number and the expiry.
 
+-- A card product may have an issuer prefix of its own (else the [cards]
+-- setting's).
+ALTER TABLE products ADD COLUMN card_prefix TEXT
+    CHECK (card_prefix IS NULL OR length(card_prefix) BETWEEN 1 AND 8);
+
 CREATE TABLE cards (
     account_id    INTEGER PRIMARY KEY REFERENCES accounts (id),
     -- 16 digits, the last a Luhn check digit; works wherever an account
