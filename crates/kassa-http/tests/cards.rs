@@ -707,3 +707,31 @@ async fn an_approved_application_opens_the_card_once(engine: Engine) {
     assert_eq!(by_customer.status, 403, "{engine:?}");
 }
 on_both_engines!(an_approved_application_opens_the_card_once);
+
+async fn a_cyrillic_name_is_embossed_in_latin_letters(engine: Engine) {
+    let Some((app, _bank)) = spawn(engine).await else { return };
+    let mut form = registration(5);
+    form["first_name"] = json!("Алесь");
+    form["last_name"] = json!("Шчыткоў");
+    let registered = app.post("/api/v1/auth/register", None, form).await;
+    assert_eq!(registered.status, 201, "{engine:?}: {}", registered.body);
+    let token = registered.body["access_token"].as_str().unwrap().to_owned();
+    let card = open_debit_card(&app, &token, None).await;
+    assert_eq!(card["card"]["holder_name"], "ALES SHCHYTKOU", "{engine:?}: {}", card);
+    // The same name is settled when applying for a credit card.
+    let applied = apply_for_card(&app, &token, "300.00").await;
+    let id = applied["id"].as_i64().unwrap();
+    let approved = app
+        .post(
+            &format!("/api/v1/staff/applications/{id}/approve"),
+            Some(&app.manager),
+            json!({"credit_limit": "300.00"}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{engine:?}: {}", approved.body);
+    let credit = app.account(&token, approved.body["account"].as_i64().unwrap()).await;
+    assert_eq!(credit["kind"], "credit_card", "{engine:?}");
+    assert_eq!(credit["card"]["holder_name"], "ALES SHCHYTKOU", "{engine:?}");
+    assert_eq!(credit["credit_limit"], "300.00", "{engine:?}");
+}
+on_both_engines!(a_cyrillic_name_is_embossed_in_latin_letters);

@@ -199,6 +199,26 @@ impl Bank {
                             "a credit-card application of yours is already waiting for a decision".into(),
                         ));
                     }
+                    // The embossed name is settled now, so an approval cannot
+                    // fail on it later.
+                    let holder_name = match &holder_name {
+                        Some(name) => name.clone(),
+                        None => {
+                            let row = tx.query_one(
+                                "SELECT first_name, last_name FROM customers WHERE id = $1",
+                                &[Value::Int(customer)],
+                            )?;
+                            crate::cards::transliterate(&format!("{} {}", row.text(0)?, row.text(1)?)).ok_or_else(
+                                || {
+                                    ServiceError::invalid(
+                                        "holder_name",
+                                        "holder_name_required",
+                                        "the name cannot be written in Latin letters; give a holder_name",
+                                    )
+                                },
+                            )?
+                        }
+                    };
                     let id = tx
                         .query_one(
                             "INSERT INTO applications (customer_id, kind, product_id, currency, requested_limit, \
@@ -209,7 +229,7 @@ impl Bank {
                                 Value::Int(product_id),
                                 Value::from(currency.code()),
                                 Value::Int(requested.minor()),
-                                Value::from(holder_name.clone()),
+                                Value::from(&holder_name),
                                 Value::from(&nickname),
                                 Value::from(serde_json::to_string(&needed).unwrap_or_default()),
                                 Value::Int(now),
