@@ -677,6 +677,14 @@ async fn an_approved_application_opens_the_card_once(engine: Engine) {
         .await;
     assert_eq!(not_mine.status, 404, "{engine:?}: {}", not_mine.body);
     let raise_id = raise.body["id"].as_i64().unwrap();
+    let lower = app
+        .post(
+            &format!("/api/v1/staff/applications/{raise_id}/approve"),
+            Some(&app.manager),
+            json!({"credit_limit": "400.00"}),
+        )
+        .await;
+    assert_eq!(lower.code(), "limit_not_higher", "{engine:?}: {}", lower.body);
     let granted = app
         .post(
             &format!("/api/v1/staff/applications/{raise_id}/approve"),

@@ -425,8 +425,22 @@ impl Bank {
             } else {
                 let account =
                     view.account.ok_or_else(|| StoreError::Corrupt("a limit application without a card".into()))?;
-                // Same rule as the ledger's CHECK: a lower limit may not
-                // leave the card past it (unless a bank debit already did).
+                // An application for a higher limit is granted a higher one
+                // or rejected; it never lowers the limit.
+                let current = tx
+                    .query_opt("SELECT credit_limit FROM accounts WHERE id = $1", &[Value::Int(account)])?
+                    .map(|row| row.int(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                if limit.minor() <= current {
+                    return Err(ServiceError::invalid(
+                        "credit_limit",
+                        "limit_not_higher",
+                        format!("grant more than the current limit, {}", format_minor(i128::from(current), currency)),
+                    ));
+                }
+                // The ledger's CHECK, asked first: the card must not be left
+                // past the limit (unless a bank debit already took it there).
                 let changed = tx.execute(
                     "UPDATE accounts SET credit_limit = $2 WHERE id = $1 AND status <> 'closed' \
                      AND (CAST(bank_overdraft AS INTEGER) = 1 OR credits_posted - debits_posted - debits_pending + $2 >= 0)",
