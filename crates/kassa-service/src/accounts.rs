@@ -180,8 +180,9 @@ fn product_from_row(row: &Row) -> Result<Product, StoreError> {
 const PRODUCT_COLUMNS: &str =
     "id, code, kind, name, description, currencies, interest_rate, consents, active, card_prefix";
 
-/// Resolves an account given by id (digits) or by number (IBAN, spaces
-/// allowed) to its id; `None` when no such account exists.
+/// Resolves an account given by id (digits), by number (IBAN, spaces
+/// allowed) or by card number (16 digits, spaces or hyphens allowed; never
+/// read as an id) to its id; `None` when no such account exists.
 pub(crate) fn resolve_account(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<i64>, ServiceError> {
     let reference = reference.trim();
     if let Some(number) = crate::cards::normalize_card_number(reference) {
