@@ -27,6 +27,10 @@ pub struct Product {
     pub interest_rate: String,
     pub consents: Vec<Consent>,
     pub active: bool,
+    /// A card product's issuer prefix, if it has its own (else the
+    /// `[cards] issuer_prefix` setting's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_prefix: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -39,6 +43,8 @@ pub struct ProductForm {
     pub interest_rate: Option<String>,
     pub consents: Option<Vec<Consent>>,
     pub active: Option<bool>,
+    /// Card kinds only: 1–8 digits starting this product's card numbers.
+    pub card_prefix: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -54,11 +60,17 @@ pub struct AccountView {
     pub available: String,
     pub pending_debits: String,
     pub credit_limit: String,
+    /// The bank's own interest or fee debits took the account past its
+    /// credit limit (the only way there): reported, never silent.
+    pub over_limit: bool,
     pub is_default: bool,
     pub nickname: String,
     pub product: String,
     pub owner: i64,
     pub created_at: String,
+    /// For a card account: the card, its number masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<crate::cards::CardView>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -79,11 +91,15 @@ pub struct AccountUpdate {
 
 /// The kinds of the bank's own accounts, one per currency each.
 pub const SYSTEM_KINDS: [&str; 4] = ["cash", "fee_income", "interest_expense", "fx_position"];
-const CUSTOMER_KINDS: [&str; 2] = ["current", "savings"];
+const CUSTOMER_KINDS: [&str; 4] = ["current", "savings", "debit_card", "credit_card"];
+/// The kinds that carry a card.
+pub(crate) const CARD_KINDS: [&str; 2] = ["debit_card", "credit_card"];
 
 pub(crate) const ACCOUNT_VIEW_SQL: &str = "SELECT a.id, a.number, a.kind, a.currency, a.status, a.credit_limit, \
      a.debits_posted, a.credits_posted, a.debits_pending, a.created_at_us, d.nickname, d.is_default, d.customer_id, \
-     p.code FROM accounts a JOIN account_details d ON d.account_id = a.id JOIN products p ON p.id = d.product_id";
+     p.code, c.number, c.holder_name, c.valid_to, c.pin_hash IS NOT NULL, c.pin_blocked, c.lost \
+     FROM accounts a JOIN account_details d ON d.account_id = a.id JOIN products p ON p.id = d.product_id \
+     LEFT JOIN cards c ON c.account_id = a.id";
 
 pub(crate) fn format_minor(minor: i128, currency: Currency) -> String {
     i64::try_from(minor).map_or_else(|_| minor.to_string(), |minor| Amount::from_minor(minor).format(currency))
@@ -106,12 +122,38 @@ pub(crate) fn view_from_row(row: &Row) -> Result<AccountView, StoreError> {
         available: format_minor(credits - debits - pending + credit_limit, currency),
         pending_debits: format_minor(pending, currency),
         credit_limit: format_minor(credit_limit, currency),
+        over_limit: credits - debits - pending + credit_limit < 0,
         created_at: rfc3339(row.int(9)?),
         nickname: row.text(10)?,
         is_default: row.int(11)? != 0,
         owner: row.int(12)?,
         product: row.text(13)?,
+        card: card_from_view_row(row)?,
     })
+}
+
+/// The card columns of `ACCOUNT_VIEW_SQL`, if the row has them and the
+/// account is a card; the full number never leaves this function.
+fn card_from_view_row(row: &Row) -> Result<Option<crate::cards::CardView>, StoreError> {
+    if row.0.len() < 20 {
+        return Ok(None);
+    }
+    let Some(number) = row.opt_text(14)? else { return Ok(None) };
+    let flag = |index: usize| -> Result<bool, StoreError> {
+        match row.0.get(index) {
+            Some(Value::Int(value)) => Ok(*value != 0),
+            Some(Value::Text(text)) => Ok(text == "t" || text == "true"),
+            _ => Ok(false),
+        }
+    };
+    Ok(Some(crate::cards::CardView {
+        number_masked: crate::cards::mask(&number),
+        holder_name: row.text(15)?,
+        valid_to: row.text(16)?,
+        pin_set: flag(17)?,
+        pin_blocked: flag(18)?,
+        lost: flag(19)?,
+    }))
 }
 
 pub(crate) fn read_view(tx: &mut dyn Tx, id: i64) -> Result<Option<AccountView>, StoreError> {
@@ -131,15 +173,21 @@ fn product_from_row(row: &Row) -> Result<Product, StoreError> {
         interest_rate: row.text(6)?,
         consents: serde_json::from_str(&row.text(7)?).map_err(|error| StoreError::Corrupt(error.to_string()))?,
         active: row.int(8)? != 0,
+        card_prefix: row.opt_text(9)?,
     })
 }
 
-const PRODUCT_COLUMNS: &str = "id, code, kind, name, description, currencies, interest_rate, consents, active";
+const PRODUCT_COLUMNS: &str =
+    "id, code, kind, name, description, currencies, interest_rate, consents, active, card_prefix";
 
-/// Resolves an account given by id (digits) or by number (IBAN, spaces
-/// allowed) to its id; `None` when no such account exists.
+/// Resolves an account given by id (digits), by number (IBAN, spaces
+/// allowed) or by card number (16 digits, spaces or hyphens allowed; never
+/// read as an id) to its id; `None` when no such account exists.
 pub(crate) fn resolve_account(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<i64>, ServiceError> {
     let reference = reference.trim();
+    if let Some(number) = crate::cards::normalize_card_number(reference) {
+        return Ok(crate::cards::account_of_card(tx, &number)?);
+    }
     if !reference.is_empty() && reference.len() <= 20 && reference.bytes().all(|b| b.is_ascii_digit()) {
         let id: i64 =
             reference.parse().map_err(|_| ServiceError::invalid(field, "account_invalid", "not an account"))?;
@@ -156,6 +204,60 @@ pub(crate) fn resolve_account(tx: &mut dyn Tx, field: &str, reference: &str) -> 
         .transpose()?)
 }
 
+struct DefaultProduct {
+    code: &'static str,
+    kind: &'static str,
+    name: &'static str,
+    description: &'static str,
+    currencies: &'static str,
+    interest_rate: &'static str,
+    consents: serde_json::Value,
+}
+
+/// The products a new bank offers. The credit card's rate is what the
+/// interest job charges on a negative balance (annual, 24%).
+fn default_products() -> Vec<DefaultProduct> {
+    let terms = json!({"document": "terms", "version": "2026-01"});
+    vec![
+        DefaultProduct {
+            code: "current",
+            kind: "current",
+            name: "Current account",
+            description: "An everyday account for payments and transfers.",
+            currencies: "BYN,USD,EUR,RUB",
+            interest_rate: "0",
+            consents: json!([terms]),
+        },
+        DefaultProduct {
+            code: "savings",
+            kind: "savings",
+            name: "Savings account",
+            description: "Savings with interest paid monthly.",
+            currencies: "BYN,USD,EUR",
+            interest_rate: "0.05",
+            consents: json!([terms, {"document": "savings", "version": "2026-01"}]),
+        },
+        DefaultProduct {
+            code: "debit_card",
+            kind: "debit_card",
+            name: "Debit card",
+            description: "A card on its own account: pay, withdraw cash at the bank's ATMs.",
+            currencies: "BYN,USD,EUR,RUB",
+            interest_rate: "0",
+            consents: json!([terms, {"document": "cards", "version": "2026-01"}]),
+        },
+        DefaultProduct {
+            code: "credit_card",
+            kind: "credit_card",
+            name: "Credit card",
+            description: "A card with a credit limit decided on application; 24% a year on a negative balance.",
+            currencies: "BYN,USD,EUR",
+            interest_rate: "0.24",
+            consents: json!([terms, {"document": "cards", "version": "2026-01"}, {"document": "credit", "version": "2026-01"}]),
+        },
+    ]
+}
+
 /// Makes sure the bank's system accounts and default products exist.
 pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
     // Usually everything is there already: a read keeps a restart (or
@@ -163,7 +265,10 @@ pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
     let expected = i64::try_from(Currency::ALL.len() * SYSTEM_KINDS.len()).unwrap_or(i64::MAX);
     let complete = sql::read(&*bank.db, move |tx| {
         let system = tx.query_one("SELECT COUNT(*) FROM system_accounts", &[])?.int(0)?;
-        let products = tx.query_opt("SELECT 1 FROM products LIMIT 1", &[])?.is_some();
+        let mut products = true;
+        for product in default_products() {
+            products &= tx.query_opt("SELECT 1 FROM products WHERE code = $1", &[Value::from(product.code)])?.is_some();
+        }
         Ok::<_, StoreError>(system == expected && products)
     })
     .await?;
@@ -194,44 +299,27 @@ pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
                 )?;
             }
         }
-        if tx.query_opt("SELECT 1 FROM products LIMIT 1", &[])?.is_none() {
-            let terms = json!([{"document": "terms", "version": "2026-01"}]).to_string();
-            let savings =
-                json!([{"document": "terms", "version": "2026-01"}, {"document": "savings", "version": "2026-01"}])
-                    .to_string();
-            for (code, kind, name, description, currencies, consents) in [
-                (
-                    "current",
-                    "current",
-                    "Current account",
-                    "An everyday account for payments and transfers.",
-                    "BYN,USD,EUR,RUB",
-                    &terms,
-                ),
-                (
-                    "savings",
-                    "savings",
-                    "Savings account",
-                    "Savings with interest paid monthly.",
-                    "BYN,USD,EUR",
-                    &savings,
-                ),
-            ] {
-                tx.execute(
-                    "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
-                     created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)",
-                    &[
-                        Value::from(code),
-                        Value::from(kind),
-                        Value::from(name),
-                        Value::from(description),
-                        Value::from(currencies),
-                        Value::from(if kind == "savings" { "0.05" } else { "0" }),
-                        Value::from(consents.as_str()),
-                        Value::Int(now),
-                    ],
-                )?;
+        // Each default product is inserted by code when missing, so a
+        // database from before a product existed gets it too; one an admin
+        // changed (or switched off) is left alone.
+        for product in default_products() {
+            if tx.query_opt("SELECT 1 FROM products WHERE code = $1", &[Value::from(product.code)])?.is_some() {
+                continue;
             }
+            tx.execute(
+                "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
+                 created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)",
+                &[
+                    Value::from(product.code),
+                    Value::from(product.kind),
+                    Value::from(product.name),
+                    Value::from(product.description),
+                    Value::from(product.currencies),
+                    Value::from(product.interest_rate),
+                    Value::from(product.consents.to_string()),
+                    Value::Int(now),
+                ],
+            )?;
         }
         Ok::<_, ServiceError>(())
     })
@@ -274,6 +362,158 @@ pub(crate) fn system_account(tx: &mut dyn Tx, kind: &str, currency: &str) -> Res
     .ok_or_else(|| ServiceError::Refused("currency_not_supported", format!("the bank does not keep {currency}")))
 }
 
+/// What opening an account needs from the bank's settings.
+pub(crate) struct OpenContext {
+    profile: crate::country::CountryProfile,
+    bank_code: String,
+    max: i64,
+    cards: crate::cards::CardSettings,
+    today: crate::calendar::Day,
+}
+
+/// An account to open, its fields already checked.
+#[derive(Clone, Debug)]
+pub(crate) struct NewAccount {
+    pub owner: i64,
+    pub kind: String,
+    pub currency: Currency,
+    pub nickname: String,
+    /// For a card; `None` transliterates the customer's name.
+    pub holder_name: Option<String>,
+    /// A product code; `None` takes the first active product of the kind.
+    pub product: Option<String>,
+    pub consents: Vec<Consent>,
+    /// In minor units; only a credit card has one.
+    pub credit_limit: i64,
+}
+
+/// Opens an account inside `tx`: the customer's account count, the
+/// product, its currencies and consents, the ledger row, the details, the
+/// card for a card kind; journaled as `account.open`. Returns the id and
+/// the product.
+pub(crate) fn open_in_tx(
+    tx: &mut dyn Tx,
+    context: &OpenContext,
+    caller: &Caller,
+    new: &NewAccount,
+    now: i64,
+) -> ServiceResult<(i64, Product)> {
+    let owner = new.owner;
+    let max = context.max;
+    // Locks the customer, so two opens cannot both pass the count.
+    if tx.execute(
+        "UPDATE customers SET version = version + 1 WHERE id = $1 AND status = 'active'",
+        &[Value::Int(owner)],
+    )? == 0
+    {
+        return Err(ServiceError::NotFound("customer_not_found", "no such active customer"));
+    }
+    let open = tx
+        .query_one("SELECT COUNT(*) FROM accounts WHERE owner_id = $1 AND status <> 'closed'", &[Value::Int(owner)])?
+        .int(0)?;
+    if open >= max {
+        return Err(ServiceError::Refused(
+            "account_limit_reached",
+            format!("a customer may hold at most {max} open accounts"),
+        ));
+    }
+    let kind = &new.kind;
+    let currency = new.currency;
+    let product = match &new.product {
+        Some(code) => tx.query_opt(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1 AND kind = $2 AND active = 1"),
+            &[Value::from(code), Value::from(kind)],
+        )?,
+        None => tx.query_opt(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE kind = $1 AND active = 1 ORDER BY id LIMIT 1"),
+            &[Value::from(kind)],
+        )?,
+    }
+    .map(|row| product_from_row(&row))
+    .transpose()?
+    .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
+    if !product.currencies.iter().any(|c| c == currency.code()) {
+        return Err(ServiceError::Refused(
+            "currency_not_offered",
+            format!("{} is offered in {}", product.name, product.currencies.join(", ")),
+        ));
+    }
+    let missing: Vec<&Consent> = product.consents.iter().filter(|needed| !new.consents.contains(needed)).collect();
+    if let Some(first) = missing.first() {
+        return Err(ServiceError::invalid(
+            "consents",
+            "consent_required",
+            format!("accept the document {:?}, version {:?}", first.document, first.version),
+        ));
+    }
+    let holder_name = if CARD_KINDS.contains(&kind.as_str()) {
+        match &new.holder_name {
+            Some(name) => Some(name.clone()),
+            None => {
+                let row =
+                    tx.query_one("SELECT first_name, last_name FROM customers WHERE id = $1", &[Value::Int(owner)])?;
+                let full = format!("{} {}", row.text(0)?, row.text(1)?);
+                Some(crate::cards::transliterate(&full).ok_or_else(|| {
+                    ServiceError::invalid(
+                        "holder_name",
+                        "holder_name_required",
+                        "the name cannot be written in Latin letters; give a holder_name",
+                    )
+                })?)
+            }
+        }
+    } else {
+        None
+    };
+    let id = insert_ledger_account(tx, &context.profile, &context.bank_code, Some(owner), kind, currency.code(), now)?;
+    if new.credit_limit > 0 {
+        tx.execute(
+            "UPDATE accounts SET credit_limit = $2 WHERE id = $1",
+            &[Value::Int(id), Value::Int(new.credit_limit)],
+        )?;
+    }
+    let has_default = tx
+        .query_opt(
+            "SELECT 1 FROM account_details WHERE customer_id = $1 AND currency = $2 AND is_default = 1",
+            &[Value::Int(owner), Value::from(currency.code())],
+        )?
+        .is_some();
+    tx.execute(
+        "INSERT INTO account_details (account_id, customer_id, product_id, currency, nickname, is_default, \
+         consents, opened_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            Value::Int(id),
+            Value::Int(owner),
+            Value::Int(product.id),
+            Value::from(currency.code()),
+            Value::from(&new.nickname),
+            Value::from(!has_default),
+            Value::from(serde_json::to_string(&product.consents).unwrap_or_default()),
+            Value::from(caller.actor()),
+        ],
+    )?;
+    let card = match &holder_name {
+        Some(name) => {
+            let prefix = product.card_prefix.as_deref().unwrap_or(&context.cards.issuer_prefix);
+            let card = crate::cards::issue(tx, prefix, context.cards.validity_months, context.today, id, name, now)?;
+            Some(card.number_masked)
+        }
+        None => None,
+    };
+    sql::journal(
+        tx,
+        now,
+        &[caller.audit(
+            "account.open",
+            format!("account:{id}"),
+            json!({"owner": owner, "kind": kind, "currency": currency.code(), "product": product.code,
+                   "consents": product.consents, "card": card, "credit_limit_minor": new.credit_limit,
+                   "customers": [owner]}),
+        )],
+    )?;
+    Ok((id, product))
+}
+
 impl Bank {
     pub async fn products(&self) -> ServiceResult<Vec<Product>> {
         sql::read(&*self.db, |tx| {
@@ -299,7 +539,11 @@ impl Bank {
         }
         let kind = form.kind.clone().unwrap_or_default();
         if !CUSTOMER_KINDS.contains(&kind.as_str()) {
-            problems.push(problem("kind", "product_kind_invalid", "kind must be current or savings"));
+            problems.push(problem(
+                "kind",
+                "product_kind_invalid",
+                "kind must be current, savings, debit_card or credit_card",
+            ));
         }
         let name = form.name.clone().unwrap_or_default();
         if name.trim().is_empty() || name.chars().count() > 64 {
@@ -324,6 +568,17 @@ impl Bank {
                 "an annual rate as a decimal, such as 0.05",
             ));
         }
+        let card_prefix = form.card_prefix.clone().filter(|prefix| !prefix.is_empty());
+        if let Some(prefix) = &card_prefix {
+            let digits = (1..=8).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit());
+            if !digits || !CARD_KINDS.contains(&kind.as_str()) {
+                problems.push(problem(
+                    "card_prefix",
+                    "card_prefix_invalid",
+                    "a card product's issuer prefix is 1–8 digits",
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
@@ -345,17 +600,18 @@ impl Bank {
                 Value::from(&consents_json),
                 Value::from(active),
                 Value::Int(now),
+                Value::from(card_prefix.clone()),
             ];
             if tx.query_opt("SELECT 1 FROM products WHERE code = $1", &[Value::from(&code)])?.is_some() {
                 tx.execute(
                     "UPDATE products SET kind = $2, name = $3, description = $4, currencies = $5, interest_rate = $6, \
-                     consents = $7, active = $8, version = version + 1 WHERE code = $1 AND $9 = $9",
+                     consents = $7, active = $8, card_prefix = $10, version = version + 1 WHERE code = $1 AND $9 = $9",
                     &params,
                 )?;
             } else {
                 tx.execute(
                     "INSERT INTO products (code, kind, name, description, currencies, interest_rate, consents, active, \
-                     created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     created_at_us, card_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &params,
                 )?;
             }
@@ -367,7 +623,9 @@ impl Bank {
         .await
     }
 
-    /// A customer opens an account (or staff open one for `customer`).
+    /// A customer opens an account (or staff open one for `customer`). A
+    /// debit card gets its card (number, holder name, valid-to) in the same
+    /// transaction; a credit card is applied for (`/applications`) instead.
     pub async fn open_account(
         &self,
         caller: &Caller,
@@ -384,7 +642,11 @@ impl Bank {
         let mut problems = Vec::new();
         let kind = form.kind.clone().unwrap_or_default();
         if !CUSTOMER_KINDS.contains(&kind.as_str()) {
-            problems.push(problem("kind", "account_kind_invalid", "kind must be current or savings"));
+            problems.push(problem(
+                "kind",
+                "account_kind_invalid",
+                "kind must be current, savings, debit_card or credit_card",
+            ));
         }
         let currency = match Currency::from_code(form.currency.as_deref().unwrap_or("")) {
             Ok(currency) => Some(currency),
@@ -397,101 +659,54 @@ impl Bank {
         if nickname.chars().count() > 64 || nickname.chars().any(char::is_control) {
             problems.push(problem("nickname", "nickname_invalid", "a nickname is at most 64 characters"));
         }
+        let holder_name = match form.holder_name.as_deref() {
+            Some(text) if !text.trim().is_empty() => match crate::cards::check_holder_name(text) {
+                Ok(name) => Some(name),
+                Err(bad) => {
+                    problems.push(bad);
+                    None
+                }
+            },
+            _ => None,
+        };
         let Some(currency) = currency else { return Err(ServiceError::Invalid(problems)) };
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }
-        let consents = form.consents.clone().unwrap_or_default();
-        let product_code = form.product.clone();
-        let max = i64::from(self.settings.accounts_per_customer_max);
-        let profile = self.profile.clone();
-        let bank_code = self.settings.bank.bank_code.clone();
+        if kind == "credit_card" {
+            return Err(ServiceError::Refused(
+                "application_required",
+                "a credit card is applied for (POST /api/v1/applications) and opened when a manager approves".into(),
+            ));
+        }
+        let new = NewAccount {
+            owner,
+            kind,
+            currency,
+            nickname,
+            holder_name,
+            product: form.product.clone(),
+            consents: form.consents.clone().unwrap_or_default(),
+            credit_limit: 0,
+        };
+        let context = self.open_context();
         let caller = caller.clone();
         let now = now_us();
         sql::write(&*self.db, move |tx| {
-            // Locks the customer, so two opens cannot both pass the count.
-            if tx.execute(
-                "UPDATE customers SET version = version + 1 WHERE id = $1 AND status = 'active'",
-                &[Value::Int(owner)],
-            )? == 0
-            {
-                return Err(ServiceError::NotFound("customer_not_found", "no such active customer"));
-            }
-            let open = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM accounts WHERE owner_id = $1 AND status <> 'closed'",
-                    &[Value::Int(owner)],
-                )?
-                .int(0)?;
-            if open >= max {
-                return Err(ServiceError::Refused(
-                    "account_limit_reached",
-                    format!("a customer may hold at most {max} open accounts"),
-                ));
-            }
-            let product = match &product_code {
-                Some(code) => tx.query_opt(
-                    &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1 AND kind = $2 AND active = 1"),
-                    &[Value::from(code), Value::from(&kind)],
-                )?,
-                None => tx.query_opt(
-                    &format!(
-                        "SELECT {PRODUCT_COLUMNS} FROM products WHERE kind = $1 AND active = 1 ORDER BY id LIMIT 1"
-                    ),
-                    &[Value::from(&kind)],
-                )?,
-            }
-            .map(|row| product_from_row(&row))
-            .transpose()?
-            .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
-            if !product.currencies.iter().any(|c| c == currency.code()) {
-                return Err(ServiceError::Refused(
-                    "currency_not_offered",
-                    format!("{} is offered in {}", product.name, product.currencies.join(", ")),
-                ));
-            }
-            let missing: Vec<&Consent> = product.consents.iter().filter(|needed| !consents.contains(needed)).collect();
-            if let Some(first) = missing.first() {
-                return Err(ServiceError::invalid(
-                    "consents",
-                    "consent_required",
-                    format!("accept the document {:?}, version {:?}", first.document, first.version),
-                ));
-            }
-            let id = insert_ledger_account(tx, &profile, &bank_code, Some(owner), &kind, currency.code(), now)?;
-            let has_default = tx
-                .query_opt(
-                    "SELECT 1 FROM account_details WHERE customer_id = $1 AND currency = $2 AND is_default = 1",
-                    &[Value::Int(owner), Value::from(currency.code())],
-                )?
-                .is_some();
-            tx.execute(
-                "INSERT INTO account_details (account_id, customer_id, product_id, currency, nickname, is_default, \
-                 consents, opened_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    Value::Int(id),
-                    Value::Int(owner),
-                    Value::Int(product.id),
-                    Value::from(currency.code()),
-                    Value::from(&nickname),
-                    Value::from(!has_default),
-                    Value::from(serde_json::to_string(&product.consents).unwrap_or_default()),
-                    Value::from(caller.actor()),
-                ],
-            )?;
-            sql::journal(
-                tx,
-                now,
-                &[caller.audit(
-                    "account.open",
-                    format!("account:{id}"),
-                    json!({"owner": owner, "kind": kind, "currency": currency.code(), "product": product.code,
-                           "consents": product.consents}),
-                )],
-            )?;
+            let id = open_in_tx(tx, &context, &caller, &new, now)?.0;
             read_view(tx, id)?.ok_or_else(|| ServiceError::Internal("a new account vanished".into()))
         })
         .await
+    }
+
+    pub(crate) fn open_context(&self) -> OpenContext {
+        OpenContext {
+            profile: self.profile.clone(),
+            bank_code: self.settings.bank.bank_code.clone(),
+            max: i64::from(self.settings.accounts_per_customer_max),
+            cards: self.settings.cards.clone(),
+            today: self.today(),
+        }
     }
 
     /// The caller's accounts (or, for staff, a customer's).

@@ -415,6 +415,8 @@ impl Config {
             bail!("bank.bank_code: {:?} must be four upper-case letters A-Z (such as KASA)", bank.bank_code);
         }
 
+        self.cards.validate().map_err(|error| anyhow!("cards.{error}"))?;
+
         let auth = &self.auth;
         if !(ACCESS_TOKEN_TTL_MIN_S..=ACCESS_TOKEN_TTL_MAX_S).contains(&auth.access_token_ttl_s) {
             bail!(
@@ -649,7 +651,15 @@ level = "info"
 format = "text"
 
 [cards]
-# Cards: issuer prefix, validity.
+# The first digits of every new card number (the issuer identification
+# number), 1–8 digits; the rest are random, the last a Luhn check digit.
+issuer_prefix = "458522"
+# How long a new card is valid: its valid-to month is this many months after
+# the month it is issued in (1–120).
+validity_months = 36
+# The card key (PIN hashes, CVVs) is not a setting: `kassa serve` keeps it in
+# <data_dir>/secrets/card.key (created on first start, 0600, hex); every node
+# sharing a database needs the same file.
 
 
 [approvals]

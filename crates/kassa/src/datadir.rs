@@ -5,6 +5,7 @@
 //!   kassa.db              the SQLite database (when no URL is configured)
 //!   admin-password        0600, the first admin's generated password
 //!   secrets/token.key     0600, the access-token signing key, hex
+//!   secrets/card.key      0600, the card key (PIN hashes, CVVs), hex
 //!   tls/ca.pem            the local CA's certificate (give it to ATMs and browsers)
 //!   tls/ca-key.pem        0600, the local CA's key
 //!   tls/cert.pem          the server's certificate followed by the CA's: a chain
@@ -166,6 +167,22 @@ impl DataDir {
         read_token_key(&path)
     }
 
+    pub fn card_key_path(&self) -> PathBuf {
+        self.secrets_dir().join("card.key")
+    }
+
+    /// Reads the card key (PIN hashes and CVVs are derived from it), made
+    /// like the token key: `<root>/secrets/card.key`, created if missing.
+    /// It is a key of its own, so a token key that leaks or is rotated
+    /// does not change every card's CVV and PIN hash.
+    pub fn card_key(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.card_key_path();
+        if !path.exists() {
+            self.create_token_key(&path)?;
+        }
+        read_token_key(&path)
+    }
+
     fn create_token_key(&self, path: &Path) -> anyhow::Result<()> {
         let dir = self.secrets_dir();
         if !dir.is_dir() {
@@ -175,7 +192,7 @@ impl DataDir {
         getrandom::fill(&mut key).map_err(|error| anyhow::anyhow!("generating the token key: {error}"))?;
         match write_new(path, format!("{}\n", hex_encode(&key)).as_bytes(), MODE_SECRET) {
             Ok(()) => {
-                tracing::info!(path = %path.display(), "generated the token-signing key");
+                tracing::info!(path = %path.display(), "generated a key");
                 Ok(())
             }
             // Another process sharing the directory made it first; use theirs.
@@ -477,6 +494,18 @@ mod tests {
         }
         let other = data_dir().1.token_key(None).unwrap();
         assert_ne!(other, key, "each data directory gets its own random key");
+    }
+
+    #[test]
+    fn card_key_is_its_own_created_once() {
+        let (_temp, dir) = data_dir();
+        let token = dir.token_key(None).unwrap();
+        let card = dir.card_key().unwrap();
+        assert_eq!(card.len(), 32);
+        assert_ne!(card, token, "the card key is not the token key");
+        assert_eq!(dir.card_key().unwrap(), card);
+        #[cfg(unix)]
+        assert_eq!(mode(&dir.card_key_path()), 0o600);
     }
 
     #[test]

@@ -110,9 +110,47 @@ pub async fn seed(bank: &Bank) -> anyhow::Result<()> {
         .await
         .map_err(service)?;
     }
+    // Anna also has a debit card: its number is shown masked in her account
+    // list, in full (with the CVV) only through POST /accounts/{id}/card/reveal.
+    let mut card_line = None;
+    if let Some(anna) = accounts.first() {
+        let mut card_consents = consents("debit_card");
+        card_consents.push(Consent { document: "cards".into(), version: "2026-01".into() });
+        let card = bank
+            .open_account(
+                &teller,
+                Some(anna.owner),
+                OpenAccount {
+                    kind: Some("debit_card".into()),
+                    currency: Some("BYN".into()),
+                    nickname: Some("Card".into()),
+                    consents: Some(card_consents),
+                    ..OpenAccount::default()
+                },
+            )
+            .await
+            .map_err(service)?;
+        bank.cash(
+            &teller,
+            true,
+            CashForm {
+                account: Some(card.number.clone()),
+                amount: Some("100.00".into()),
+                currency: Some("BYN".into()),
+                description: Some("Card top-up".into()),
+            },
+            None,
+        )
+        .await
+        .map_err(service)?;
+        card_line = card.card.map(|c| format!("  Anna's debit card: account {}, {}", card.id, c.number_masked));
+    }
     println!("Demo data seeded. Sign in as a customer with POST /api/v1/auth/login:");
     println!("  {{\"login\": \"+375291111111\", \"password\": \"{DEMO_PASSWORD}\"}}  (Anna)");
     println!("  {{\"login\": \"+375292222222\", \"password\": \"{DEMO_PASSWORD}\"}}  (Ivan)");
     println!("  teller: {{\"login\": \"demo-teller\", \"password\": \"{DEMO_PASSWORD}\"}}");
+    if let Some(line) = card_line {
+        println!("{line}");
+    }
     Ok(())
 }

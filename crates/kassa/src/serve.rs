@@ -146,7 +146,9 @@ pub async fn open_bank(config: &Config) -> anyhow::Result<(DataDir, Bank)> {
     let data_dir = DataDir::open_or_create(&config.data_dir)?;
     let token_key = data_dir.token_key(config.token_key_file())?;
     let (ledger, db) = open_ledger(&config.database_url(), LedgerConfig::default()).await?;
-    let bank = Bank::start(db, ledger, config.settings(token_key)).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let mut settings = config.settings(token_key);
+    settings.card_key = kassa_service::SecretBytes(data_dir.card_key()?);
+    let bank = Bank::start(db, ledger, settings).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     Ok((data_dir, bank))
 }
 
