@@ -108,7 +108,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the nearest untrusted address in `X-Forwarded-For`.
@@ -300,7 +300,7 @@ fn created(body: serde_json::Value) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn ok<T: serde::Serialize>(value: T) -> Response {
+pub(crate) fn ok<T: serde::Serialize>(value: T) -> Response {
     Json(value).into_response()
 }
 
