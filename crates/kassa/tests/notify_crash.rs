@@ -1,0 +1,313 @@
+//! Notifications survive crashes: a real `kassa serve` delivers SMS to an
+//! HTTP receiver run by this test while customers pay each other; the
+//! server is SIGKILLed at random moments ten times and restarted; at the
+//! end, once the outbox has drained, the receiver has seen exactly one id
+//! per message the committed events call for (none lost), and every repeat
+//! of an id carried the same request (at least once, never a new id).
+
+#![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kassa_service::crypto::totp;
+use serde_json::{Value, json};
+
+const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
+const START_DEADLINE: Duration = Duration::from_secs(30);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+const KILLS: usize = 10;
+const PASSWORD: &str = "correct horse battery";
+
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A running `kassa serve`; killed when dropped.
+struct Server {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    base: String,
+}
+
+impl Server {
+    async fn start(dir: &Path, round: usize, config: &Path) -> Server {
+        let stdout = dir.join(format!("serve-{round}.out"));
+        let stderr = dir.join(format!("serve-{round}.err"));
+        let mut command = Command::new(KASSA);
+        command.current_dir(dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
+                command.env_remove(&key);
+            }
+        }
+        let data = dir.join("data");
+        command
+            .args([OsStr::new("serve"), OsStr::new("--listen"), OsStr::new("127.0.0.1:0")])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
+        let child = command.spawn().expect("kassa serve starts");
+        let mut server = Server { child, stdout, stderr, base: String::new() };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let out = read(&server.stdout);
+            if let Some(base) = out
+                .lines()
+                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
+                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
+            {
+                server.base = base;
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().expect("the child can be polled") {
+                panic!("kassa serve exited ({status}):\n{out}\n{}", read(&server.stderr));
+            }
+            assert!(Instant::now() < deadline, "kassa serve was not open in time:\n{out}\n{}", read(&server.stderr));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every request the SMS receiver got: (message id, the form as sent).
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+async fn sms_receiver(received: Received) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let handler = move |headers: HeaderMap, body: String| {
+        let received = Arc::clone(&received);
+        async move {
+            let id = headers.get("x-message-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            assert_eq!(id, key, "both headers carry the message id");
+            received.lock().expect("the list").push((id, body));
+            StatusCode::CREATED
+        }
+    };
+    let router = axum::Router::new().route("/sms", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let address = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{address}/sms")
+}
+
+struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// Sends a request; `None` when the server is gone (killed).
+    async fn post(&self, base: &str, path: &str, token: Option<&str>, body: &Value) -> Option<(u16, Value)> {
+        let mut request = self.client.post(format!("{base}{path}")).json(body).timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
+    async fn post_ok(&self, base: &str, path: &str, token: Option<&str>, body: &Value) -> Value {
+        let (status, answer) = self.post(base, path, token, body).await.expect("the server answers");
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+}
+
+fn totp_code(secret: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    totp::code_at(&totp::base32_decode(secret), i64::try_from(now).expect("fits"))
+}
+
+/// The notification state as the database has it: the messages' ids, and
+/// what is still waiting (events not fanned out, messages not delivered).
+fn outbox_state(db: &Path) -> (BTreeSet<String>, i64, i64) {
+    let connection = rusqlite::Connection::open(db).expect("the database opens");
+    connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+    let mut statement = connection.prepare("SELECT id FROM outbox_messages WHERE channel = 'sms'").expect("a query");
+    let ids = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("ids")
+        .collect::<Result<BTreeSet<String>, _>>()
+        .expect("ids");
+    let waiting_events: i64 = connection
+        .query_row("SELECT count(*) FROM outbox_events WHERE fanned_out_at_us IS NULL", [], |row| row.get(0))
+        .expect("a count");
+    let undelivered: i64 = connection
+        .query_row("SELECT count(*) FROM outbox_messages WHERE state <> 'delivered'", [], |row| row.get(0))
+        .expect("a count");
+    (ids, waiting_events, undelivered)
+}
+
+/// The SMS messages the committed journal calls for: each committed
+/// transfer concerns two customers (payer, payee), each deposit one; all
+/// of them keep SMS on (the default).
+fn expected_sms(db: &Path) -> (i64, i64) {
+    let connection = rusqlite::Connection::open(db).expect("the database opens");
+    let count = |action: &str| -> i64 {
+        connection
+            .query_row(
+                "SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = 'ok'",
+                [action],
+                |row| row.get(0),
+            )
+            .expect("a count")
+    };
+    (count("transfer.create"), count("cash.deposit"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_ten_times_loses_no_notification() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let received: Received = Arc::default();
+    let url = sms_receiver(Arc::clone(&received)).await;
+    let config = dir.path().join("kassa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notifications]\nsms = \"http_sms\"\npoll_ms = 20\nlease_ms = 1500\nsend_timeout_ms = 1000\n\
+             max_attempts = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 200\n\n\
+             [notifications.http_sms]\nurl = \"{url}\"\nusername = \"AC1\"\npassword = \"secret\"\nfrom = \"Kassa\"\n"
+        ),
+    )
+    .expect("the config is written");
+    let http = Http { client: reqwest::Client::new() };
+    let started = Instant::now();
+
+    let mut server = Server::start(dir.path(), 0, &config).await;
+    let out = read(&server.stdout);
+    let admin_password = out
+        .lines()
+        .find_map(|line| line.strip_prefix("First admin created: login `admin`, password ").map(|p| p.trim().to_owned()))
+        .expect("the first admin's password");
+    let secret = out
+        .lines()
+        .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned()))
+        .expect("the first admin's TOTP secret");
+    let admin = http
+        .post_ok(&server.base, "/api/v1/auth/login", None, &json!({"login": "admin", "password": admin_password,
+              "totp": totp_code(&secret)}))
+        .await["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let mut customers = Vec::new();
+    for n in 1..=2_u32 {
+        let registered = http
+            .post_ok(&server.base, "/api/v1/auth/register", None, &json!({
+                "first_name": "Anna", "last_name": "Ivanova", "phone": format!("+3752911100{n:02}"),
+                "email": format!("c{n}@example.com"), "password": PASSWORD,
+                "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
+            }))
+            .await;
+        let token = registered["access_token"].as_str().expect("a token").to_owned();
+        let account = http
+            .post_ok(&server.base, "/api/v1/accounts", Some(&token), &json!({"kind": "current", "currency": "BYN",
+                  "consents": [{"document": "terms", "version": "2026-01"}]}))
+            .await;
+        let number = account["number"].as_str().expect("a number").to_owned();
+        http.post_ok(&server.base, "/api/v1/staff/cash/deposits", Some(&admin),
+            &json!({"account": number, "amount": "1000.00", "currency": "BYN"}))
+            .await;
+        customers.push((token, account["id"].as_i64().expect("an id"), registered["customer"]["phone"].clone()));
+    }
+
+    // Ten rounds: pay back and forth, and SIGKILL the server at a random
+    // moment (with the payments and deliveries in flight), then restart.
+    let mut seed = u64::from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").subsec_nanos()) | 1;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    for round in 1..=KILLS {
+        let deadline = Instant::now() + Duration::from_millis(100 + random(500));
+        let mut sent = 0_u32;
+        while Instant::now() < deadline {
+            let (payer, payee) = if sent % 2 == 0 { (&customers[0], &customers[1]) } else { (&customers[1], &customers[0]) };
+            let body = json!({"from_account": payer.1.to_string(), "to_phone": payee.2, "amount": "0.01", "currency": "BYN"});
+            // Fire and forget: whether it committed is read from the journal.
+            let (client, base, token) = (http.client.clone(), server.base.clone(), payer.0.clone());
+            tokio::spawn(async move {
+                let _ = client
+                    .post(format!("{base}/api/v1/transfers"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+            });
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(5 + random(20))).await;
+        }
+        server.kill();
+        server = Server::start(dir.path(), round, &config).await;
+    }
+
+    // Let the last server drain the outbox.
+    let db = dir.path().join("data").join("kassa.db");
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let (_, waiting, undelivered) = outbox_state(&db);
+        if waiting == 0 && undelivered == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outbox did not drain: {waiting} events, {undelivered} messages");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A request in flight when the check ran could still be journaled; the
+    // clients were all spawned before the last kill, so none is.
+    let (ids, _, _) = outbox_state(&db);
+    let (transfers, deposits) = expected_sms(&db);
+    let received = received.lock().expect("the list").clone();
+    let mut by_id: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, form) in &received {
+        by_id.entry(id.as_str()).or_default().insert(form.as_str());
+    }
+    report(&format!(
+        "notify_crash: {transfers} transfers and {deposits} deposits committed, {} SMS requests for {} ids \
+         ({} repeats) in {:.1?}",
+        received.len(),
+        by_id.len(),
+        received.len() - by_id.len(),
+        started.elapsed()
+    ));
+    assert!(transfers > 0, "some transfers committed");
+    let expected = usize::try_from(2 * transfers + deposits).expect("fits");
+    assert_eq!(by_id.len(), expected, "distinct ids = messages the committed events call for");
+    let got: BTreeSet<String> = by_id.keys().map(|id| (*id).to_owned()).collect();
+    assert_eq!(got, ids, "the receiver saw exactly the outbox's messages");
+    for (id, forms) in &by_id {
+        assert_eq!(forms.len(), 1, "a repeat of {id} carried another request: {forms:?}");
+    }
+    drop(server);
+}
