@@ -109,7 +109,8 @@ async fn smtp_receiver(inbox: Arc<Inbox>) -> u16 {
                                     .unwrap_or_default()
                             };
                             let id = header("Message-ID");
-                            let id = id.trim_start_matches('<').trim_end_matches('>').trim_end_matches("@kassa").to_owned();
+                            let id =
+                                id.trim_start_matches('<').trim_end_matches('>').trim_end_matches("@kassa").to_owned();
                             let body_at = data.iter().position(String::is_empty).map_or(data.len(), |at| at + 1);
                             let body = data[body_at..].join("\n");
                             inbox.email.lock().unwrap().push(Got { id, to: header("To"), body });
@@ -270,7 +271,10 @@ async fn a_failing_gateway_dead_letters_and_an_admin_retries(engine: Engine) {
     assert_eq!(app.get("/api/v1/admin/outbox", &app.manager).await.status, 403);
     let path = format!("/api/v1/admin/outbox/{id}/retry");
     assert_eq!(app.post(&path, Some(&app.manager), json!({})).await.status, 403);
-    assert_eq!(app.post("/api/v1/admin/outbox/kassa-nothing/retry", Some(&app.admin), json!({})).await.code(), "message_not_found");
+    assert_eq!(
+        app.post("/api/v1/admin/outbox/kassa-nothing/retry", Some(&app.admin), json!({})).await.code(),
+        "message_not_found"
+    );
     let bad = app.get("/api/v1/admin/outbox?state=lost", &app.admin).await;
     assert_eq!((bad.status, bad.codes().contains(&"state_invalid".to_owned())), (422, true), "{}", bad.body);
     let email_id = inbox.email()[0].id.clone();

@@ -306,8 +306,7 @@ impl Worker {
         let settings = &self.bank.settings.notifications;
         let batch = i64::from(settings.batch.max(1));
         let bank_name = self.bank.settings.bank.name.clone();
-        let fanned_out =
-            sql::write(&*self.bank.db, move |tx| fan_out(tx, &bank_name, now_us(), batch)).await?;
+        let fanned_out = sql::write(&*self.bank.db, move |tx| fan_out(tx, &bank_name, now_us(), batch)).await?;
         let lease_us = i64::try_from(settings.lease_ms).unwrap_or(i64::MAX / 4).saturating_mul(1_000);
         let node = self.node.clone();
         let claimed = sql::write(&*self.bank.db, move |tx| claim(tx, &node, now_us(), lease_us, batch)).await?;
@@ -340,9 +339,8 @@ impl Worker {
                         %error, "notifications: a send failed");
                     let attempts = u32::try_from(message.attempts).unwrap_or(u32::MAX);
                     let dead = attempts >= settings.max_attempts;
-                    let delay_us = i64::try_from(backoff_ms(settings, attempts))
-                        .unwrap_or(i64::MAX / 4)
-                        .saturating_mul(1_000);
+                    let delay_us =
+                        i64::try_from(backoff_ms(settings, attempts)).unwrap_or(i64::MAX / 4).saturating_mul(1_000);
                     let error: String = error.chars().take(500).collect();
                     sql::write(&*self.bank.db, move |tx| {
                         let now = now_us();
@@ -535,10 +533,10 @@ fn fan_out(tx: &mut dyn Tx, bank_name: &str, now: i64, batch: i64) -> Result<usi
                 concerned.entry(customer).or_default();
             }
         }
-        if action == "auth.login" {
-            if let Some(customer) = actor.strip_prefix("customer:").and_then(|id| id.parse::<i64>().ok()) {
-                concerned.entry(customer).or_default();
-            }
+        if action == "auth.login"
+            && let Some(customer) = actor.strip_prefix("customer:").and_then(|id| id.parse::<i64>().ok())
+        {
+            concerned.entry(customer).or_default();
         }
         for (customer, about) in concerned {
             let Some(person) = tx.query_opt(
@@ -615,11 +613,12 @@ fn compose(bank: &str, action: &str, detail: &serde_json::Value, about: &Concern
     };
     let mut body = format!("{bank}: {what}");
     let amount = detail.get("amount_minor").and_then(serde_json::Value::as_i64);
-    let currency = detail.get("currency").and_then(serde_json::Value::as_str).and_then(|code| Currency::from_code(code).ok());
-    if let (Some(minor), Some(currency)) = (amount, currency) {
-        if let Ok(amount) = Amount::try_from_minor(minor) {
-            body.push_str(&format!(" {} {}", amount.format(currency), currency.code()));
-        }
+    let currency =
+        detail.get("currency").and_then(serde_json::Value::as_str).and_then(|code| Currency::from_code(code).ok());
+    if let (Some(minor), Some(currency)) = (amount, currency)
+        && let Ok(amount) = Amount::try_from_minor(minor)
+    {
+        body.push_str(&format!(" {} {}", amount.format(currency), currency.code()));
     }
     let accounts: Vec<String> = about.accounts.iter().map(|(_, number)| masked(number)).collect();
     if !accounts.is_empty() {
@@ -717,10 +716,16 @@ impl Bank {
         sql::write(&*self.db, move |tx| {
             let now = now_us();
             let row = tx
-                .query_opt(&format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1"), &[Value::from(&id)])?
+                .query_opt(
+                    &format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1"),
+                    &[Value::from(&id)],
+                )?
                 .ok_or(ServiceError::NotFound("message_not_found", "no such outbox message"))?;
             if message_from_row(&row)?.state != "dead" {
-                return Err(ServiceError::Refused("message_not_dead", "only a dead-lettered message is retried".into()));
+                return Err(ServiceError::Refused(
+                    "message_not_dead",
+                    "only a dead-lettered message is retried".into(),
+                ));
             }
             tx.execute(
                 "UPDATE outbox_messages SET state = 'pending', dead_at_us = NULL, attempts = 0, next_attempt_us = $2 \
@@ -728,8 +733,10 @@ impl Bank {
                 &[Value::from(&id), Value::Int(now)],
             )?;
             sql::journal(tx, now, std::slice::from_ref(&draft))?;
-            let row =
-                tx.query_one(&format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1"), &[Value::from(&id)])?;
+            let row = tx.query_one(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1"),
+                &[Value::from(&id)],
+            )?;
             Ok(message_from_row(&row)?)
         })
         .await

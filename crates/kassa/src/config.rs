@@ -493,7 +493,10 @@ impl Config {
         settings.approvals = self.approvals.clone();
         settings.fx = self.fx.clone();
         settings.interest = self.interest.clone();
-        settings.notifications = kassa_service::notify::NotifySettings { data_dir: Some(self.data_dir.clone()), ..self.notifications.clone() };
+        settings.notifications = kassa_service::notify::NotifySettings {
+            data_dir: Some(self.data_dir.clone()),
+            ..self.notifications.clone()
+        };
         settings
     }
 }

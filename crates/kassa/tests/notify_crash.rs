@@ -174,11 +174,9 @@ fn expected_sms(db: &Path) -> (i64, i64) {
     let connection = rusqlite::Connection::open(db).expect("the database opens");
     let count = |action: &str| -> i64 {
         connection
-            .query_row(
-                "SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = 'ok'",
-                [action],
-                |row| row.get(0),
-            )
+            .query_row("SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = 'ok'", [action], |row| {
+                row.get(0)
+            })
             .expect("a count")
     };
     (count("transfer.create"), count("cash.deposit"))
@@ -206,15 +204,22 @@ async fn killing_the_server_ten_times_loses_no_notification() {
     let out = read(&server.stdout);
     let admin_password = out
         .lines()
-        .find_map(|line| line.strip_prefix("First admin created: login `admin`, password ").map(|p| p.trim().to_owned()))
+        .find_map(|line| {
+            line.strip_prefix("First admin created: login `admin`, password ").map(|p| p.trim().to_owned())
+        })
         .expect("the first admin's password");
     let secret = out
         .lines()
         .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned()))
         .expect("the first admin's TOTP secret");
     let admin = http
-        .post_ok(&server.base, "/api/v1/auth/login", None, &json!({"login": "admin", "password": admin_password,
-              "totp": totp_code(&secret)}))
+        .post_ok(
+            &server.base,
+            "/api/v1/auth/login",
+            None,
+            &json!({"login": "admin", "password": admin_password,
+              "totp": totp_code(&secret)}),
+        )
         .await["access_token"]
         .as_str()
         .expect("a token")
@@ -222,21 +227,35 @@ async fn killing_the_server_ten_times_loses_no_notification() {
     let mut customers = Vec::new();
     for n in 1..=2_u32 {
         let registered = http
-            .post_ok(&server.base, "/api/v1/auth/register", None, &json!({
-                "first_name": "Anna", "last_name": "Ivanova", "phone": format!("+3752911100{n:02}"),
-                "email": format!("c{n}@example.com"), "password": PASSWORD,
-                "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
-            }))
+            .post_ok(
+                &server.base,
+                "/api/v1/auth/register",
+                None,
+                &json!({
+                    "first_name": "Anna", "last_name": "Ivanova", "phone": format!("+3752911100{n:02}"),
+                    "email": format!("c{n}@example.com"), "password": PASSWORD,
+                    "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
+                }),
+            )
             .await;
         let token = registered["access_token"].as_str().expect("a token").to_owned();
         let account = http
-            .post_ok(&server.base, "/api/v1/accounts", Some(&token), &json!({"kind": "current", "currency": "BYN",
-                  "consents": [{"document": "terms", "version": "2026-01"}]}))
+            .post_ok(
+                &server.base,
+                "/api/v1/accounts",
+                Some(&token),
+                &json!({"kind": "current", "currency": "BYN",
+                  "consents": [{"document": "terms", "version": "2026-01"}]}),
+            )
             .await;
         let number = account["number"].as_str().expect("a number").to_owned();
-        http.post_ok(&server.base, "/api/v1/staff/cash/deposits", Some(&admin),
-            &json!({"account": number, "amount": "1000.00", "currency": "BYN"}))
-            .await;
+        http.post_ok(
+            &server.base,
+            "/api/v1/staff/cash/deposits",
+            Some(&admin),
+            &json!({"account": number, "amount": "1000.00", "currency": "BYN"}),
+        )
+        .await;
         customers.push((token, account["id"].as_i64().expect("an id"), registered["customer"]["phone"].clone()));
     }
 
@@ -253,8 +272,10 @@ async fn killing_the_server_ten_times_loses_no_notification() {
         let deadline = Instant::now() + Duration::from_millis(100 + random(500));
         let mut sent = 0_u32;
         while Instant::now() < deadline {
-            let (payer, payee) = if sent % 2 == 0 { (&customers[0], &customers[1]) } else { (&customers[1], &customers[0]) };
-            let body = json!({"from_account": payer.1.to_string(), "to_phone": payee.2, "amount": "0.01", "currency": "BYN"});
+            let (payer, payee) =
+                if sent.is_multiple_of(2) { (&customers[0], &customers[1]) } else { (&customers[1], &customers[0]) };
+            let body =
+                json!({"from_account": payer.1.to_string(), "to_phone": payee.2, "amount": "0.01", "currency": "BYN"});
             // Fire and forget: whether it committed is read from the journal.
             let (client, base, token) = (http.client.clone(), server.base.clone(), payer.0.clone());
             tokio::spawn(async move {
