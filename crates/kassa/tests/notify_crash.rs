@@ -41,7 +41,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(dir: &Path, round: usize, config: &Path) -> Server {
+    async fn start(dir: &Path, round: usize, config: &Path, database: &[String]) -> Server {
         let stdout = dir.join(format!("serve-{round}.out"));
         let stderr = dir.join(format!("serve-{round}.err"));
         let mut command = Command::new(KASSA);
@@ -58,6 +58,7 @@ impl Server {
             .arg(config)
             .arg("--data-dir")
             .arg(&data)
+            .args(database)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
@@ -147,44 +148,89 @@ fn totp_code(secret: &str) -> String {
     totp::code_at(&totp::base32_decode(secret), i64::try_from(now).expect("fits"))
 }
 
-/// The notification state as the database has it: the messages' ids, and
-/// what is still waiting (events not fanned out, messages not delivered).
-fn outbox_state(db: &Path) -> (BTreeSet<String>, i64, i64) {
-    let connection = rusqlite::Connection::open(db).expect("the database opens");
-    connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
-    let mut statement = connection.prepare("SELECT id FROM outbox_messages WHERE channel = 'sms'").expect("a query");
-    let ids = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .expect("ids")
-        .collect::<Result<BTreeSet<String>, _>>()
-        .expect("ids");
-    let waiting_events: i64 = connection
-        .query_row("SELECT count(*) FROM outbox_events WHERE fanned_out_at_us IS NULL", [], |row| row.get(0))
-        .expect("a count");
-    let undelivered: i64 = connection
-        .query_row("SELECT count(*) FROM outbox_messages WHERE state <> 'delivered'", [], |row| row.get(0))
-        .expect("a count");
-    (ids, waiting_events, undelivered)
+/// The bank's database, read behind the server's back.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(tokio_postgres::Client),
 }
 
-/// The SMS messages the committed journal calls for: each committed
-/// transfer concerns two customers (payer, payee), each deposit one; all
-/// of them keep SMS on (the default).
-fn expected_sms(db: &Path) -> (i64, i64) {
-    let connection = rusqlite::Connection::open(db).expect("the database opens");
-    let count = |action: &str| -> i64 {
-        connection
-            .query_row("SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = 'ok'", [action], |row| {
-                row.get(0)
-            })
-            .expect("a count")
-    };
-    (count("transfer.create"), count("cash.deposit"))
+impl Db {
+    async fn texts(&self, sql: &str) -> BTreeSet<String> {
+        match self {
+            Db::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("the database opens");
+                connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+                let mut statement = connection.prepare(sql).expect("a query");
+                statement
+                    .query_map([], |row| row.get::<_, String>(0))
+                    .expect("rows")
+                    .collect::<Result<BTreeSet<String>, _>>()
+                    .expect("rows")
+            }
+            Db::Postgres(client) => {
+                client.query(sql, &[]).await.expect("a query").iter().map(|row| row.get::<_, String>(0)).collect()
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("the database opens");
+                connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+                connection.query_row(sql, [], |row| row.get(0)).expect("a count")
+            }
+            Db::Postgres(client) => client.query_one(sql, &[]).await.expect("a count").get(0),
+        }
+    }
+
+    /// The SMS ids in the outbox, and what still waits (events not fanned
+    /// out, messages not delivered).
+    async fn outbox(&self) -> (BTreeSet<String>, i64, i64) {
+        let ids = self.texts("SELECT id FROM outbox_messages WHERE channel = 'sms'").await;
+        let waiting = self.count("SELECT count(*) FROM outbox_events WHERE fanned_out_at_us IS NULL").await;
+        let undelivered = self.count("SELECT count(*) FROM outbox_messages WHERE state <> 'delivered'").await;
+        (ids, waiting, undelivered)
+    }
+
+    /// The committed transfers and deposits: each transfer calls for two
+    /// SMS (payer, payee), each deposit one; every customer keeps SMS on
+    /// (the default).
+    async fn committed(&self) -> (i64, i64) {
+        let count = |action: &'static str| {
+            format!("SELECT count(*) FROM audit_events WHERE action = '{action}' AND outcome = 'ok'")
+        };
+        (self.count(&count("transfer.create")).await, self.count(&count("cash.deposit")).await)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_server_ten_times_loses_no_notification() {
+async fn killing_the_server_ten_times_loses_no_notification_sqlite() {
+    killing_the_server_ten_times_loses_no_notification(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_ten_times_loses_no_notification_postgres() {
+    killing_the_server_ten_times_loses_no_notification(Engine::Postgres).await;
+}
+
+async fn killing_the_server_ten_times_loses_no_notification(engine: Engine) {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let postgres = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => match kassa_testkit::postgres::TempPostgres::create().await {
+            Some(postgres) => Some(postgres),
+            None => return,
+        },
+    };
+    let database: Vec<String> =
+        postgres.as_ref().map(|pg| vec!["--database-url".to_owned(), pg.url().to_owned()]).unwrap_or_default();
     let received: Received = Arc::default();
     let url = sms_receiver(Arc::clone(&received)).await;
     let config = dir.path().join("kassa.toml");
@@ -200,7 +246,7 @@ async fn killing_the_server_ten_times_loses_no_notification() {
     let http = Http { client: reqwest::Client::new() };
     let started = Instant::now();
 
-    let mut server = Server::start(dir.path(), 0, &config).await;
+    let mut server = Server::start(dir.path(), 0, &config, &database).await;
     let out = read(&server.stdout);
     let admin_password = out
         .lines()
@@ -291,31 +337,41 @@ async fn killing_the_server_ten_times_loses_no_notification() {
             tokio::time::sleep(Duration::from_millis(5 + random(20))).await;
         }
         server.kill();
-        server = Server::start(dir.path(), round, &config).await;
+        server = Server::start(dir.path(), round, &config, &database).await;
     }
 
     // Let the last server drain the outbox.
-    let db = dir.path().join("data").join("kassa.db");
+    let db = match &postgres {
+        None => Db::Sqlite(dir.path().join("data").join("kassa.db")),
+        Some(pg) => {
+            let (client, connection) =
+                tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.expect("PostgreSQL connects");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Db::Postgres(client)
+        }
+    };
     let deadline = Instant::now() + DRAIN_DEADLINE;
     loop {
-        let (_, waiting, undelivered) = outbox_state(&db);
+        let (_, waiting, undelivered) = db.outbox().await;
         if waiting == 0 && undelivered == 0 {
             break;
         }
         assert!(Instant::now() < deadline, "the outbox did not drain: {waiting} events, {undelivered} messages");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A request in flight when the check ran could still be journaled; the
-    // clients were all spawned before the last kill, so none is.
-    let (ids, _, _) = outbox_state(&db);
-    let (transfers, deposits) = expected_sms(&db);
+    // Every client request was sent before the last kill, so nothing more
+    // is journaled now.
+    let (ids, _, _) = db.outbox().await;
+    let (transfers, deposits) = db.committed().await;
     let received = received.lock().expect("the list").clone();
     let mut by_id: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (id, form) in &received {
         by_id.entry(id.as_str()).or_default().insert(form.as_str());
     }
     report(&format!(
-        "notify_crash: {transfers} transfers and {deposits} deposits committed, {} SMS requests for {} ids \
+        "notify_crash ({engine:?}): {transfers} transfers and {deposits} deposits committed, {} SMS requests for {} ids \
          ({} repeats) in {:.1?}",
         received.len(),
         by_id.len(),
@@ -331,4 +387,6 @@ async fn killing_the_server_ten_times_loses_no_notification() {
         assert_eq!(forms.len(), 1, "a repeat of {id} carried another request: {forms:?}");
     }
     drop(server);
+    drop(db);
+    drop(postgres);
 }
