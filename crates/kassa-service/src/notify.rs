@@ -504,7 +504,7 @@ fn fan_out(tx: &mut dyn Tx, bank_name: &str, now: i64, batch: i64) -> Result<usi
     let events = tx.query(
         &format!(
             "SELECT o.id, e.action, e.actor, e.detail, e.at_us FROM outbox_events o \
-             JOIN audit_events e ON e.chain_id = o.chain_id AND e.chain_seq = o.chain_seq \
+             LEFT JOIN audit_events e ON e.chain_id = o.chain_id AND e.chain_seq = o.chain_seq \
              WHERE o.fanned_out_at_us IS NULL ORDER BY o.id LIMIT $1{skip_locked}"
         ),
         &[Value::Int(batch)],
@@ -512,7 +512,16 @@ fn fan_out(tx: &mut dyn Tx, bank_name: &str, now: i64, batch: i64) -> Result<usi
     let count = events.len();
     for event in events {
         let event_id = event.int(0)?;
-        let action = event.text(1)?;
+        // An event missing from the journal (`kassa audit verify` reports
+        // it) notifies no one.
+        let Some(action) = event.opt_text(1)? else {
+            tracing::warn!(outbox_event = event_id, "notifications: the journal event is missing");
+            tx.execute(
+                "UPDATE outbox_events SET fanned_out_at_us = $2 WHERE id = $1",
+                &[Value::Int(event_id), Value::Int(now)],
+            )?;
+            continue;
+        };
         let actor = event.text(2)?;
         let detail: serde_json::Value = serde_json::from_str(&event.text(3)?).unwrap_or(serde_json::Value::Null);
         let at_us = event.int(4)?;

@@ -10,8 +10,9 @@ CREATE TABLE outbox_events (
     chain_seq        BIGINT  NOT NULL,
     created_at_us    BIGINT  NOT NULL,
     fanned_out_at_us BIGINT,
-    UNIQUE (chain_id, chain_seq),
-    FOREIGN KEY (chain_id, chain_seq) REFERENCES audit_events (chain_id, chain_seq)
+    -- The event it is for (audit_events (chain_id, chain_seq)); no foreign
+    -- key, so the journal stays append-only with nothing pointing into it.
+    UNIQUE (chain_id, chain_seq)
 );
 CREATE INDEX outbox_events_waiting ON outbox_events (id) WHERE fanned_out_at_us IS NULL;
 
