@@ -305,6 +305,21 @@ impl Worker {
     pub async fn round(&self) -> ServiceResult<Round> {
         let settings = &self.bank.settings.notifications;
         let batch = i64::from(settings.batch.max(1));
+        // A read first: an idle worker takes no write lock.
+        let (events, due) = sql::read(&*self.bank.db, |tx| {
+            let now = now_us();
+            let row = tx.query_one(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox_events WHERE fanned_out_at_us IS NULL LIMIT 1) e), \
+                 (SELECT count(*) FROM (SELECT 1 FROM outbox_messages WHERE state = 'pending' AND next_attempt_us <= $1 \
+                 AND (lease_until_us IS NULL OR lease_until_us < $1) LIMIT 1) m)",
+                &[Value::Int(now)],
+            )?;
+            Ok::<_, ServiceError>((row.int(0)?, row.int(1)?))
+        })
+        .await?;
+        if events == 0 && due == 0 {
+            return Ok(Round::default());
+        }
         let bank_name = self.bank.settings.bank.name.clone();
         let fanned_out = sql::write(&*self.bank.db, move |tx| fan_out(tx, &bank_name, now_us(), batch)).await?;
         let lease_us = i64::try_from(settings.lease_ms).unwrap_or(i64::MAX / 4).saturating_mul(1_000);
