@@ -429,6 +429,17 @@ async fn scenario(engine: Engine, mode: Mode) {
     if mode == Mode::TwoNodes {
         assert_eq!(received.len(), by_id.len(), "without a crash no message is sent twice");
     }
+    // E-mail went to the `log` gateway: <data dir>/notifications.log has
+    // every e-mail message of the outbox, by id.
+    let logged: BTreeSet<String> = read(&dir.path().join("data").join("notifications.log"))
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["channel"] == "email")
+        .filter_map(|line| line["id"].as_str().map(str::to_owned))
+        .collect();
+    let emails = db.texts("SELECT id FROM outbox_messages WHERE channel = 'email'").await;
+    assert_eq!(emails.len(), expected, "one e-mail per SMS: every customer keeps both on");
+    assert_eq!(logged, emails, "the log gateway wrote every e-mail");
     drop(second);
     drop(server);
     drop(db);
