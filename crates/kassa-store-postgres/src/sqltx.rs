@@ -262,7 +262,26 @@ pub(crate) async fn write_events(
     ];
     // Biased: the insert's own error wins over the update queued behind it.
     let head: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&chain_id, &prev];
-    tokio::try_join!(biased; tx.execute(&insert, &params), tx.execute(&move_head, &head))?;
+    // The outbox rows (kassa_store::audit::wants_outbox) go in the same
+    // flight, after the events they point to.
+    let outbox_seqs: Vec<i64> = drafts
+        .iter()
+        .zip(&seqs)
+        .filter(|(draft, _)| kassa_store::audit::wants_outbox(draft))
+        .map(|(_, seq)| *seq)
+        .collect();
+    if outbox_seqs.is_empty() {
+        tokio::try_join!(biased; tx.execute(&insert, &params), tx.execute(&move_head, &head))?;
+    } else {
+        let outbox = tx
+            .prepare_cached(
+                "INSERT INTO outbox_events (chain_id, chain_seq, created_at_us) \
+                 SELECT $1, s, $2 FROM unnest($3::bigint[]) AS u(s)",
+            )
+            .await?;
+        let rows: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&chain_id, &at_us, &outbox_seqs];
+        tokio::try_join!(biased; tx.execute(&insert, &params), tx.execute(&move_head, &head), tx.execute(&outbox, &rows))?;
+    }
     Ok(())
 }
 

@@ -128,8 +128,16 @@ pub fn open_chain(tx: &mut dyn Tx, node: &str, now_us: i64) -> Result<i64, Store
     Ok(id)
 }
 
+/// Whether an event gets an outbox row: the service asked for it and the
+/// operation succeeded (refusals and replays notify nobody).
+pub fn wants_outbox(draft: &AuditDraft) -> bool {
+    draft.notify && draft.outcome == "ok"
+}
+
 /// Appends events to a chain inside the caller's transaction. The first
-/// statement locks the chain's row until the transaction ends.
+/// statement locks the chain's row until the transaction ends. Each event
+/// that [`wants_outbox`] also gets its `outbox_events` row here, in the
+/// same transaction, so nothing is sent for a change that did not commit.
 pub fn append(tx: &mut dyn Tx, chain_id: i64, at_us: i64, drafts: &[AuditDraft]) -> Result<(), StoreError> {
     if drafts.is_empty() {
         return Ok(());
@@ -165,6 +173,12 @@ pub fn append(tx: &mut dyn Tx, chain_id: i64, at_us: i64, drafts: &[AuditDraft])
                 Value::Blob(hash.clone()),
             ],
         )?;
+        if wants_outbox(draft) {
+            tx.execute(
+                "INSERT INTO outbox_events (chain_id, chain_seq, created_at_us) VALUES ($1, $2, $3)",
+                &[Value::Int(chain_id), Value::Int(seq), Value::Int(at_us)],
+            )?;
+        }
         prev = hash;
     }
     tx.execute("UPDATE audit_chains SET head_hash = $2 WHERE id = $1", &[Value::Int(chain_id), Value::Blob(prev)])?;

@@ -495,7 +495,10 @@ impl Config {
         settings.approvals = self.approvals.clone();
         settings.fx = self.fx.clone();
         settings.interest = self.interest.clone();
-        settings.notifications = self.notifications.clone();
+        settings.notifications = kassa_service::notify::NotifySettings {
+            data_dir: Some(self.data_dir.clone()),
+            ..self.notifications.clone()
+        };
         settings
     }
 }
@@ -710,7 +713,44 @@ future_days_allowed = false
 
 
 [notifications]
-# Outbox delivery and gateways.
+# Outbox delivery and gateways (docs/notifications.md). The outbox is always
+# written; this node delivers it when enabled (any number of nodes may).
+enabled = true
+# Gateways: sms = "log" | "http_sms"; email = "log" | "smtp". "log" writes
+# the tracing log and <data_dir>/notifications.log.
+sms = "log"
+email = "log"
+# The worker's sleep when idle; events and messages handled per round.
+poll_ms = 1000
+batch = 16
+# A claimed message is this node's alone for lease_ms; one send may take
+# at most send_timeout_ms (a send that could outlive its lease waits).
+lease_ms = 60000
+send_timeout_ms = 10000
+# Tries before a message is dead-lettered (GET /api/v1/admin/outbox?state=dead);
+# retry n waits backoff_base_ms * 2^(n-1), at most backoff_max_ms.
+max_attempts = 8
+backoff_base_ms = 2000
+backoff_max_ms = 3600000
+
+[notifications.smtp]
+# tls = "tls" (port 465), "starttls" (587), or "none" (loopback hosts only).
+# Empty username: no authentication. Message-ID is the message's id.
+host = "localhost"
+port = 465
+tls = "tls"
+username = ""
+password = ""
+from = "Kassa <noreply@kassa.invalid>"
+
+[notifications.http_sms]
+# A form POST (To, From, Body) with Basic Auth, in the style of Twilio's
+# API; the headers Idempotency-Key and X-Message-Id carry the message id.
+# url = "https://api.twilio.com/2010-04-01/Accounts/<sid>/Messages.json"
+url = ""
+username = ""
+password = ""
+from = ""
 
 "#;
 

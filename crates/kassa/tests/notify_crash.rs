@@ -1,0 +1,447 @@
+//! Notifications survive crashes: a real `kassa serve` delivers SMS to an
+//! HTTP receiver run by this test while customers pay each other; the
+//! server is SIGKILLed at random moments ten times and restarted; at the
+//! end, once the outbox has drained, the receiver has seen exactly one id
+//! per message the committed events call for (none lost), and every repeat
+//! of an id carried the same request (at least once, never a new id).
+//! And two servers on one database, never killed, send each message
+//! exactly once: the lease keeps a message one node's alone.
+
+#![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kassa_service::crypto::totp;
+use serde_json::{Value, json};
+
+const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
+const START_DEADLINE: Duration = Duration::from_secs(30);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+const KILLS: usize = 10;
+const PASSWORD: &str = "correct horse battery";
+
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A running `kassa serve`; killed when dropped.
+struct Server {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    base: String,
+}
+
+impl Server {
+    async fn start(dir: &Path, round: usize, config: &Path, database: &[String]) -> Server {
+        let stdout = dir.join(format!("serve-{round}.out"));
+        let stderr = dir.join(format!("serve-{round}.err"));
+        let mut command = Command::new(KASSA);
+        command.current_dir(dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
+                command.env_remove(&key);
+            }
+        }
+        let data = dir.join("data");
+        command
+            .args([OsStr::new("serve"), OsStr::new("--listen"), OsStr::new("127.0.0.1:0")])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(database)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
+        let child = command.spawn().expect("kassa serve starts");
+        let mut server = Server { child, stdout, stderr, base: String::new() };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let out = read(&server.stdout);
+            if let Some(base) = out
+                .lines()
+                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
+                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
+            {
+                server.base = base;
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().expect("the child can be polled") {
+                panic!("kassa serve exited ({status}):\n{out}\n{}", read(&server.stderr));
+            }
+            assert!(Instant::now() < deadline, "kassa serve was not open in time:\n{out}\n{}", read(&server.stderr));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every request the SMS receiver got: (message id, the form as sent).
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+async fn sms_receiver(received: Received) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let handler = move |headers: HeaderMap, body: String| {
+        let received = Arc::clone(&received);
+        async move {
+            let id = headers.get("x-message-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            assert_eq!(id, key, "both headers carry the message id");
+            received.lock().expect("the list").push((id, body));
+            StatusCode::CREATED
+        }
+    };
+    let router = axum::Router::new().route("/sms", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let address = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{address}/sms")
+}
+
+struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// Sends a request; `None` when the server is gone (killed).
+    async fn post(&self, base: &str, path: &str, token: Option<&str>, body: &Value) -> Option<(u16, Value)> {
+        let mut request = self.client.post(format!("{base}{path}")).json(body).timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
+    async fn post_ok(&self, base: &str, path: &str, token: Option<&str>, body: &Value) -> Value {
+        let (status, answer) = self.post(base, path, token, body).await.expect("the server answers");
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+}
+
+fn totp_code(secret: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    totp::code_at(&totp::base32_decode(secret), i64::try_from(now).expect("fits"))
+}
+
+/// The bank's database, read behind the server's back.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Db {
+    async fn texts(&self, sql: &str) -> BTreeSet<String> {
+        match self {
+            Db::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("the database opens");
+                connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+                let mut statement = connection.prepare(sql).expect("a query");
+                statement
+                    .query_map([], |row| row.get::<_, String>(0))
+                    .expect("rows")
+                    .collect::<Result<BTreeSet<String>, _>>()
+                    .expect("rows")
+            }
+            Db::Postgres(client) => {
+                client.query(sql, &[]).await.expect("a query").iter().map(|row| row.get::<_, String>(0)).collect()
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("the database opens");
+                connection.busy_timeout(Duration::from_secs(10)).expect("a busy timeout");
+                connection.query_row(sql, [], |row| row.get(0)).expect("a count")
+            }
+            Db::Postgres(client) => client.query_one(sql, &[]).await.expect("a count").get(0),
+        }
+    }
+
+    /// The SMS ids in the outbox, and what still waits (events not fanned
+    /// out, messages not delivered).
+    async fn outbox(&self) -> (BTreeSet<String>, i64, i64) {
+        let ids = self.texts("SELECT id FROM outbox_messages WHERE channel = 'sms'").await;
+        let waiting = self.count("SELECT count(*) FROM outbox_events WHERE fanned_out_at_us IS NULL").await;
+        let undelivered = self.count("SELECT count(*) FROM outbox_messages WHERE state <> 'delivered'").await;
+        (ids, waiting, undelivered)
+    }
+
+    /// The committed transfers and deposits: each transfer calls for two
+    /// SMS (payer, payee), each deposit one; every customer keeps SMS on
+    /// (the default).
+    async fn committed(&self) -> (i64, i64) {
+        let count = |action: &'static str| {
+            format!("SELECT count(*) FROM audit_events WHERE action = '{action}' AND outcome = 'ok'")
+        };
+        (self.count(&count("transfer.create")).await, self.count(&count("cash.deposit")).await)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// What a scenario does to the servers while customers pay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One server, SIGKILLed and restarted ten times.
+    Kills,
+    /// Two servers on one database, never killed: each message is sent
+    /// exactly once, so neither node ever worked on another's claim.
+    TwoNodes,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_ten_times_loses_no_notification_sqlite() {
+    scenario(Engine::Sqlite, Mode::Kills).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_ten_times_loses_no_notification_postgres() {
+    scenario(Engine::Postgres, Mode::Kills).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_send_one_message_twice_sqlite() {
+    scenario(Engine::Sqlite, Mode::TwoNodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_send_one_message_twice_postgres() {
+    scenario(Engine::Postgres, Mode::TwoNodes).await;
+}
+
+async fn scenario(engine: Engine, mode: Mode) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let postgres = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => match kassa_testkit::postgres::TempPostgres::create().await {
+            Some(postgres) => Some(postgres),
+            None => return,
+        },
+    };
+    let database: Vec<String> =
+        postgres.as_ref().map(|pg| vec!["--database-url".to_owned(), pg.url().to_owned()]).unwrap_or_default();
+    let received: Received = Arc::default();
+    let url = sms_receiver(Arc::clone(&received)).await;
+    let config = dir.path().join("kassa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notifications]\nsms = \"http_sms\"\npoll_ms = 20\nlease_ms = 1500\nsend_timeout_ms = 1000\n\
+             max_attempts = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 200\n\n\
+             [notifications.http_sms]\nurl = \"{url}\"\nusername = \"AC1\"\npassword = \"secret\"\nfrom = \"Kassa\"\n"
+        ),
+    )
+    .expect("the config is written");
+    let http = Http { client: reqwest::Client::new() };
+    let started = Instant::now();
+
+    let mut server = Server::start(dir.path(), 0, &config, &database).await;
+    let out = read(&server.stdout);
+    let admin_password = out
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("First admin created: login `admin`, password ").map(|p| p.trim().to_owned())
+        })
+        .expect("the first admin's password");
+    let secret = out
+        .lines()
+        .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned()))
+        .expect("the first admin's TOTP secret");
+    let admin = http
+        .post_ok(
+            &server.base,
+            "/api/v1/auth/login",
+            None,
+            &json!({"login": "admin", "password": admin_password,
+              "totp": totp_code(&secret)}),
+        )
+        .await["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let mut customers = Vec::new();
+    for n in 1..=2_u32 {
+        let registered = http
+            .post_ok(
+                &server.base,
+                "/api/v1/auth/register",
+                None,
+                &json!({
+                    "first_name": "Anna", "last_name": "Ivanova", "phone": format!("+3752911100{n:02}"),
+                    "email": format!("c{n}@example.com"), "password": PASSWORD,
+                    "passport_number": format!("MP12345{n:02}"), "personal_id": format!("30101{n:02}A001PB5"),
+                }),
+            )
+            .await;
+        let token = registered["access_token"].as_str().expect("a token").to_owned();
+        let account = http
+            .post_ok(
+                &server.base,
+                "/api/v1/accounts",
+                Some(&token),
+                &json!({"kind": "current", "currency": "BYN",
+                  "consents": [{"document": "terms", "version": "2026-01"}]}),
+            )
+            .await;
+        let number = account["number"].as_str().expect("a number").to_owned();
+        http.post_ok(
+            &server.base,
+            "/api/v1/staff/cash/deposits",
+            Some(&admin),
+            &json!({"account": number, "amount": "1000.00", "currency": "BYN"}),
+        )
+        .await;
+        customers.push((token, account["id"].as_i64().expect("an id"), registered["customer"]["phone"].clone()));
+    }
+
+    // Ten rounds: pay back and forth, and SIGKILL the server at a random
+    // moment (with the payments and deliveries in flight), then restart.
+    let mut seed = u64::from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").subsec_nanos()) | 1;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let second = match mode {
+        Mode::Kills => None,
+        Mode::TwoNodes => Some(Server::start(dir.path(), 100, &config, &database).await),
+    };
+    let rounds = if mode == Mode::Kills { KILLS } else { 1 };
+    for round in 1..=rounds {
+        let length = if mode == Mode::Kills { 100 + random(500) } else { 1_500 };
+        let deadline = Instant::now() + Duration::from_millis(length);
+        let mut sent = 0_u32;
+        while Instant::now() < deadline {
+            let (payer, payee) =
+                if sent.is_multiple_of(2) { (&customers[0], &customers[1]) } else { (&customers[1], &customers[0]) };
+            let body =
+                json!({"from_account": payer.1.to_string(), "to_phone": payee.2, "amount": "0.01", "currency": "BYN"});
+            let base = match &second {
+                Some(second) if !sent.is_multiple_of(3) => second.base.clone(),
+                _ => server.base.clone(),
+            };
+            let (client, token) = (http.client.clone(), payer.0.clone());
+            let pay = async move {
+                let _ = client
+                    .post(format!("{base}/api/v1/transfers"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+            };
+            if mode == Mode::Kills {
+                // Fire and forget, so the kill lands mid-request; whether
+                // it committed is read from the journal.
+                tokio::spawn(pay);
+            } else {
+                pay.await;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(5 + random(20))).await;
+        }
+        if mode == Mode::Kills {
+            server.kill();
+            server = Server::start(dir.path(), round, &config, &database).await;
+        }
+    }
+
+    // Let the last server drain the outbox.
+    let db = match &postgres {
+        None => Db::Sqlite(dir.path().join("data").join("kassa.db")),
+        Some(pg) => {
+            let (client, connection) =
+                tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.expect("PostgreSQL connects");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Db::Postgres(client)
+        }
+    };
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let (_, waiting, undelivered) = db.outbox().await;
+        if waiting == 0 && undelivered == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outbox did not drain: {waiting} events, {undelivered} messages");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every client request was sent before the last kill, so nothing more
+    // is journaled now.
+    let (ids, _, _) = db.outbox().await;
+    let (transfers, deposits) = db.committed().await;
+    let received = received.lock().expect("the list").clone();
+    let mut by_id: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, form) in &received {
+        by_id.entry(id.as_str()).or_default().insert(form.as_str());
+    }
+    report(&format!(
+        "notify_crash ({engine:?}, {mode:?}): {transfers} transfers and {deposits} deposits committed, {} SMS requests for {} ids \
+         ({} repeats) in {:.1?}",
+        received.len(),
+        by_id.len(),
+        received.len() - by_id.len(),
+        started.elapsed()
+    ));
+    assert!(transfers > 0, "some transfers committed");
+    let expected = usize::try_from(2 * transfers + deposits).expect("fits");
+    assert_eq!(by_id.len(), expected, "distinct ids = messages the committed events call for");
+    let got: BTreeSet<String> = by_id.keys().map(|id| (*id).to_owned()).collect();
+    assert_eq!(got, ids, "the receiver saw exactly the outbox's messages");
+    for (id, forms) in &by_id {
+        assert_eq!(forms.len(), 1, "a repeat of {id} carried another request: {forms:?}");
+    }
+    if mode == Mode::TwoNodes {
+        assert_eq!(received.len(), by_id.len(), "without a crash no message is sent twice");
+    }
+    // E-mail went to the `log` gateway: <data dir>/notifications.log has
+    // every e-mail message of the outbox, by id.
+    let logged: BTreeSet<String> = read(&dir.path().join("data").join("notifications.log"))
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["channel"] == "email")
+        .filter_map(|line| line["id"].as_str().map(str::to_owned))
+        .collect();
+    let emails = db.texts("SELECT id FROM outbox_messages WHERE channel = 'email'").await;
+    assert_eq!(emails.len(), expected, "one e-mail per SMS: every customer keeps both on");
+    assert_eq!(logged, emails, "the log gateway wrote every e-mail");
+    drop(second);
+    drop(server);
+    drop(db);
+    drop(postgres);
+}
