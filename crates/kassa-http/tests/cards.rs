@@ -394,14 +394,29 @@ async fn a_pin_is_blocked_after_three_wrong_tries(engine: Engine) {
     assert_eq!(not_set.code(), "pin_not_set", "{engine:?}");
     assert_eq!(set_pin(&app, &a.token, id, "2468").await.status, 200, "{engine:?}");
 
-    // Wrong PINs from anywhere but a registered terminal never count.
-    for _ in 0..5 {
+    // Wrong PINs from anywhere but a registered terminal never count
+    // towards the block; they are throttled (five an hour per card) and
+    // journaled instead.
+    for _ in 0..4 {
         let error = bank.verify_card_pin(&number, "0000", None).await.unwrap_err();
         assert_eq!(error.code(), "pin_wrong", "{engine:?}");
     }
     let accepted = bank.verify_card_pin(&number, "2468", None).await.unwrap();
     assert_eq!(accepted.account, id, "{engine:?}");
     assert_eq!(accepted.owner, a.id, "{engine:?}");
+    for pin in ["2468", "0000"] {
+        let throttled = bank.verify_card_pin(&number, pin, None).await.unwrap_err();
+        assert_eq!(throttled.code(), "too_many_attempts", "{engine:?}: even the right PIN is not answered");
+    }
+    let checks = audit(&app, "card.pin_check").await;
+    let mut outcomes: Vec<&str> = checks.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        ["ok", "pin_wrong", "pin_wrong", "pin_wrong", "pin_wrong", "throttled", "throttled"],
+        "{engine:?}: {checks:?}"
+    );
+    assert_eq!(app.account(&a.token, id).await["card"]["pin_blocked"], false, "{engine:?}: never blocked by them");
 
     // Two wrong at a terminal, then the right one: the count starts over.
     for _ in 0..2 {
@@ -439,6 +454,39 @@ async fn a_pin_is_blocked_after_three_wrong_tries(engine: Engine) {
     assert_eq!(bank.verify_card_pin("4585220000000006", "1357", Some(7)).await.unwrap_err().code(), "card_not_found");
 }
 on_both_engines!(a_pin_is_blocked_after_three_wrong_tries);
+
+async fn concurrent_wrong_pins_block_the_card_once(engine: Engine) {
+    let Some((app, bank)) = spawn(engine).await else { return };
+    let a = app.register(1).await;
+    let card = open_debit_card(&app, &a.token, None).await;
+    let id = id_of(&card);
+    let number = reveal(&app, &a.token, id).await.body["number"].as_str().unwrap().to_owned();
+    assert_eq!(set_pin(&app, &a.token, id, "2468").await.status, 200, "{engine:?}");
+    let tries: Vec<_> = (0..6)
+        .map(|n| {
+            let (bank, number) = (bank.clone(), number.clone());
+            tokio::spawn(async move { bank.verify_card_pin(&number, "1111", Some(n)).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for task in tries {
+        codes.push(task.await.unwrap().unwrap_err().code().to_owned());
+    }
+    assert!(codes.iter().all(|c| c == "pin_wrong" || c == "pin_blocked"), "{engine:?}: {codes:?}");
+    assert!(codes.iter().any(|c| c == "pin_blocked"), "{engine:?}: {codes:?}");
+    let db = Arc::clone(bank.database());
+    let (failures, blocked) = sql::read(&*db, move |tx| {
+        let row =
+            tx.query_one("SELECT pin_failures, pin_blocked FROM cards WHERE account_id = $1", &[SqlValue::Int(id)])?;
+        Ok::<_, kassa_store::StoreError>((row.int(0)?, row.int(1)?))
+    })
+    .await
+    .unwrap();
+    assert_eq!((failures, blocked), (3, 1), "{engine:?}");
+    assert_eq!(audit(&app, "card.pin_blocked").await.len(), 1, "{engine:?}");
+    assert_eq!(audit(&app, "card.pin_wrong").await.len(), 2, "{engine:?}");
+}
+on_both_engines!(concurrent_wrong_pins_block_the_card_once);
 
 async fn numbers_are_luhn_and_unique_and_the_cvv_is_stored_nowhere(engine: Engine) {
     let Some((app, bank)) = spawn(engine).await else { return };

@@ -28,6 +28,11 @@ pub const PIN_TRIES_MAX: i64 = 3;
 const PASSWORD_TRIES_MAX: u32 = 10;
 const PASSWORD_WINDOW_S: i64 = 600;
 
+/// PIN checks per card and window that do not come from a registered
+/// terminal: they never block the card, so they are throttled instead.
+const UNREGISTERED_PIN_CHECKS_MAX: u32 = 5;
+const UNREGISTERED_PIN_WINDOW_S: i64 = 3600;
+
 /// Settings: the `[cards]` section of kassa.toml.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -428,6 +433,7 @@ fn expired(valid_to: &str, today: crate::calendar::Day) -> bool {
 enum PinOutcome {
     Accepted(PinAccepted),
     Refused(&'static str, String),
+    Throttled(i64),
 }
 
 impl Bank {
@@ -557,8 +563,10 @@ impl Bank {
     /// is the id of the registered terminal the PIN was entered at: only
     /// then does a wrong PIN count towards the block (three in a row) and a
     /// right one clear the count. A PIN checked from anywhere else (`None`)
-    /// is answered but never counted, so nobody can block someone else's
-    /// card from outside the bank's terminals.
+    /// never counts towards the block, so nobody can block someone else's
+    /// card from outside the bank's terminals; instead such checks are
+    /// limited per card (five an hour, then `Throttled`) and each is
+    /// journaled as `card.pin_check` with its outcome.
     ///
     /// Refusals: `card_not_found`, `card_lost`, `account_blocked`,
     /// `account_closed`, `card_expired`, `pin_not_set`, `pin_blocked`,
@@ -601,33 +609,67 @@ impl Bank {
                 return refuse("pin_blocked", "the PIN is blocked after three wrong tries; ask the bank");
             }
             let Some(stored) = card.pin_hash else { return refuse("pin_not_set", "no PIN is set for this card") };
-            let right = well_formed && crypto::ct_eq(&stored, &pin_hash(&key, account, &pin));
             let Some(terminal) = registered_terminal else {
-                return Ok(if right {
-                    PinOutcome::Accepted(PinAccepted { account, owner: card.owner, currency: card.currency })
-                } else {
-                    PinOutcome::Refused("pin_wrong", "the PIN is wrong".into())
+                // Not counted towards the block, so throttled per card and
+                // journaled, right or wrong: no free run of 10⁴ guesses.
+                let key_name = format!("card-pin-check account:{account}");
+                let wait = crate::limits::count_use(
+                    tx,
+                    &key_name,
+                    UNREGISTERED_PIN_CHECKS_MAX,
+                    UNREGISTERED_PIN_WINDOW_S,
+                    now,
+                )?;
+                let right = wait.is_none() && well_formed && crypto::ct_eq(&stored, &pin_hash(&key, account, &pin));
+                let mut draft = caller.audit(
+                    "card.pin_check",
+                    subject,
+                    json!({"card": mask(&card.number), "customers": [card.owner]}),
+                );
+                draft.outcome = match (wait, right) {
+                    (Some(_), _) => "throttled",
+                    (None, true) => "ok",
+                    (None, false) => "pin_wrong",
+                }
+                .into();
+                sql::journal(tx, now, &[draft])?;
+                return Ok(match wait {
+                    Some(seconds) => PinOutcome::Throttled(seconds),
+                    None if right => {
+                        PinOutcome::Accepted(PinAccepted { account, owner: card.owner, currency: card.currency })
+                    }
+                    None => PinOutcome::Refused("pin_wrong", "the PIN is wrong".into()),
                 });
             };
+            let right = well_formed && crypto::ct_eq(&stored, &pin_hash(&key, account, &pin));
+            let blocked_now = || refuse("pin_blocked", "the PIN is blocked after three wrong tries; ask the bank");
             if right {
-                if card.pin_failures > 0 {
-                    tx.execute(
-                        "UPDATE cards SET pin_failures = 0, version = version + 1 WHERE account_id = $1",
+                // Not if another terminal blocked the PIN meanwhile.
+                if card.pin_failures > 0
+                    && tx.execute(
+                        "UPDATE cards SET pin_failures = 0, version = version + 1 \
+                         WHERE account_id = $1 AND pin_blocked = 0",
                         &[Value::Int(account)],
-                    )?;
+                    )? == 0
+                {
+                    return blocked_now();
                 }
                 return Ok(PinOutcome::Accepted(PinAccepted { account, owner: card.owner, currency: card.currency }));
             }
-            // Counted under the row's lock: two terminals at once cannot
-            // both see two failures and each add a third.
-            let failures = tx
-                .query_one(
-                    "UPDATE cards SET pin_failures = pin_failures + 1, \
-                     pin_blocked = CASE WHEN pin_failures + 1 >= $2 THEN 1 ELSE 0 END, version = version + 1 \
-                     WHERE account_id = $1 RETURNING pin_failures",
-                    &[Value::Int(account), Value::Int(PIN_TRIES_MAX)],
-                )?
-                .int(0)?;
+            // Counted under the row's lock and only while not blocked: two
+            // terminals at once cannot both see two failures and each add a
+            // third, and on PostgreSQL (READ COMMITTED) the condition is
+            // checked again on the row as the other terminal left it.
+            let Some(counted) = tx.query_opt(
+                "UPDATE cards SET pin_failures = pin_failures + 1, \
+                 pin_blocked = CASE WHEN pin_failures + 1 >= $2 THEN 1 ELSE 0 END, version = version + 1 \
+                 WHERE account_id = $1 AND pin_blocked = 0 RETURNING pin_failures",
+                &[Value::Int(account), Value::Int(PIN_TRIES_MAX)],
+            )?
+            else {
+                return blocked_now();
+            };
+            let failures = counted.int(0)?;
             let blocked = failures >= PIN_TRIES_MAX;
             let draft = caller.audit(
                 if blocked { "card.pin_blocked" } else { "card.pin_wrong" },
@@ -649,6 +691,7 @@ impl Bank {
         match outcome {
             PinOutcome::Accepted(accepted) => Ok(accepted),
             PinOutcome::Refused(code, message) => Err(ServiceError::Refused(code, message)),
+            PinOutcome::Throttled(retry_after_s) => Err(ServiceError::Throttled { retry_after_s }),
         }
     }
 }
