@@ -791,3 +791,16 @@ async fn a_cyrillic_name_is_embossed_in_latin_letters(engine: Engine) {
     assert_eq!(credit["credit_limit"], "300.00", "{engine:?}");
 }
 on_both_engines!(a_cyrillic_name_is_embossed_in_latin_letters);
+
+async fn a_node_with_another_card_key_refuses_to_start(engine: Engine) {
+    let Some((_app, bank)) = spawn(engine).await else { return };
+    let db = Arc::clone(bank.database());
+    kassa_service::cards::check_card_key(&*db, &[1; 32]).await.unwrap();
+    kassa_service::cards::check_card_key(&*db, &[1; 32]).await.unwrap();
+    let error = kassa_service::cards::check_card_key(&*db, &[2; 32]).await.unwrap_err();
+    assert_eq!(error.code(), "card_key_mismatch", "{engine:?}: {error}");
+    assert!(error.to_string().contains("card.key"), "{engine:?}: {error}");
+    // The fingerprint is the first key's still.
+    kassa_service::cards::check_card_key(&*db, &[1; 32]).await.unwrap();
+}
+on_both_engines!(a_node_with_another_card_key_refuses_to_start);

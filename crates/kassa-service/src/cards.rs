@@ -308,6 +308,39 @@ fn pin_hash(card_key: &[u8], account: i64, pin: &str) -> [u8; 32] {
     crypto::hmac_sha256(&pin_key(card_key), format!("{account}\0{pin}").as_bytes())
 }
 
+/// The fixed label whose HMAC under the card key identifies the key.
+const FINGERPRINT_LABEL: &[u8] = b"kassa card key fingerprint v1";
+
+/// Checks the card key against the fingerprint in the database, writing it
+/// if this is the first start: every node sharing a database must use the
+/// same `secrets/card.key`, or they would silently disagree on PIN hashes
+/// and CVVs. Call before starting the bank; a mismatch is
+/// `card_key_mismatch` and the node must not start.
+pub async fn check_card_key(db: &dyn sql::Database, card_key: &[u8]) -> ServiceResult<()> {
+    let mine = crypto::hmac_sha256(card_key, FINGERPRINT_LABEL).to_vec();
+    let now = now_us();
+    let stored = sql::write(db, move |tx| {
+        tx.execute(
+            "INSERT INTO card_key_fingerprint (id, fingerprint, created_at_us) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+            &[Value::from(mine.clone()), Value::Int(now)],
+        )?;
+        let stored = tx.query_one("SELECT fingerprint FROM card_key_fingerprint WHERE id = 1", &[])?.blob(0)?;
+        Ok::<_, ServiceError>(crypto::ct_eq(&stored, &mine))
+    })
+    .await?;
+    if stored {
+        Ok(())
+    } else {
+        Err(ServiceError::Refused(
+            "card_key_mismatch",
+            "the card key (secrets/card.key) is not the one this database was started with: every node sharing \
+             a database needs the same card key, or PINs and CVVs would not match; copy the first node's key"
+                .into(),
+        ))
+    }
+}
+
 /// The CVV of a card: three digits from HMAC(CVV key, number ‖ valid-to).
 pub fn cvv(card_key: &[u8], number: &str, valid_to: &str) -> String {
     let mac = crypto::hmac_sha256(&cvv_key(card_key), format!("{number}\0{valid_to}").as_bytes());

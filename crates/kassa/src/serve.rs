@@ -148,6 +148,10 @@ pub async fn open_bank(config: &Config) -> anyhow::Result<(DataDir, Bank)> {
     let (ledger, db) = open_ledger(&config.database_url(), LedgerConfig::default()).await?;
     let mut settings = config.settings(token_key);
     settings.card_key = kassa_service::SecretBytes(data_dir.card_key()?);
+    // Every node sharing the database must hold the same card key.
+    kassa_service::cards::check_card_key(&*db, &settings.card_key.0)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}: {error}", data_dir.card_key_path().display()))?;
     let bank = Bank::start(db, ledger, settings).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     Ok((data_dir, bank))
 }
