@@ -162,6 +162,45 @@ pub(crate) fn read_view(tx: &mut dyn Tx, id: i64) -> Result<Option<AccountView>,
         .transpose()
 }
 
+/// The active product of `kind` a customer opens or applies for (the one
+/// named by `code`, else the first), checked to be offered in `currency`
+/// and to have all its documents among the `consents` given.
+pub(crate) fn offered_product(
+    tx: &mut dyn Tx,
+    kind: &str,
+    code: Option<&str>,
+    currency: Currency,
+    consents: &[Consent],
+) -> ServiceResult<Product> {
+    let product = match code {
+        Some(code) => tx.query_opt(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1 AND kind = $2 AND active = 1"),
+            &[Value::from(code), Value::from(kind)],
+        )?,
+        None => tx.query_opt(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE kind = $1 AND active = 1 ORDER BY id LIMIT 1"),
+            &[Value::from(kind)],
+        )?,
+    }
+    .map(|row| product_from_row(&row))
+    .transpose()?
+    .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
+    if !product.currencies.iter().any(|c| c == currency.code()) {
+        return Err(ServiceError::Refused(
+            "currency_not_offered",
+            format!("{} is offered in {}", product.name, product.currencies.join(", ")),
+        ));
+    }
+    if let Some(first) = product.consents.iter().find(|needed| !consents.contains(needed)) {
+        return Err(ServiceError::invalid(
+            "consents",
+            "consent_required",
+            format!("accept the document {:?}, version {:?}", first.document, first.version),
+        ));
+    }
+    Ok(product)
+}
+
 fn product_from_row(row: &Row) -> Result<Product, StoreError> {
     Ok(Product {
         id: row.int(0)?,
@@ -419,49 +458,9 @@ pub(crate) fn open_in_tx(
     }
     let kind = &new.kind;
     let currency = new.currency;
-    let product = match &new.product {
-        Some(code) => tx.query_opt(
-            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1 AND kind = $2 AND active = 1"),
-            &[Value::from(code), Value::from(kind)],
-        )?,
-        None => tx.query_opt(
-            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE kind = $1 AND active = 1 ORDER BY id LIMIT 1"),
-            &[Value::from(kind)],
-        )?,
-    }
-    .map(|row| product_from_row(&row))
-    .transpose()?
-    .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
-    if !product.currencies.iter().any(|c| c == currency.code()) {
-        return Err(ServiceError::Refused(
-            "currency_not_offered",
-            format!("{} is offered in {}", product.name, product.currencies.join(", ")),
-        ));
-    }
-    let missing: Vec<&Consent> = product.consents.iter().filter(|needed| !new.consents.contains(needed)).collect();
-    if let Some(first) = missing.first() {
-        return Err(ServiceError::invalid(
-            "consents",
-            "consent_required",
-            format!("accept the document {:?}, version {:?}", first.document, first.version),
-        ));
-    }
+    let product = offered_product(tx, kind, new.product.as_deref(), currency, &new.consents)?;
     let holder_name = if CARD_KINDS.contains(&kind.as_str()) {
-        match &new.holder_name {
-            Some(name) => Some(name.clone()),
-            None => {
-                let row =
-                    tx.query_one("SELECT first_name, last_name FROM customers WHERE id = $1", &[Value::Int(owner)])?;
-                let full = format!("{} {}", row.text(0)?, row.text(1)?);
-                Some(crate::cards::transliterate(&full).ok_or_else(|| {
-                    ServiceError::invalid(
-                        "holder_name",
-                        "holder_name_required",
-                        "the name cannot be written in Latin letters; give a holder_name",
-                    )
-                })?)
-            }
-        }
+        Some(crate::cards::holder_name_for(tx, owner, new.holder_name.as_deref())?)
     } else {
         None
     };

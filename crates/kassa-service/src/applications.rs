@@ -122,6 +122,19 @@ fn not_found() -> ServiceError {
     ServiceError::NotFound("application_not_found", "no such application")
 }
 
+/// `application_pending` when an application of `kind` by the row named
+/// by `column` (`customer_id` or `account_id`) waits for a decision.
+fn refuse_if_pending(tx: &mut dyn Tx, column: &str, id: i64, kind: &str, message: &str) -> ServiceResult<()> {
+    let pending = tx.query_opt(
+        &format!("SELECT 1 FROM applications WHERE {column} = $1 AND kind = $2 AND status = 'submitted'"),
+        &[Value::Int(id), Value::from(kind)],
+    )?;
+    match pending {
+        Some(_) => Err(ServiceError::Conflict("application_pending", message.to_owned())),
+        None => Ok(()),
+    }
+}
+
 impl Bank {
     /// A customer applies for a credit card or a higher limit on one. One
     /// application of a kind (per card, for limits) may wait at a time.
@@ -157,68 +170,24 @@ impl Bank {
                         "UPDATE customers SET version = version + 1 WHERE id = $1 AND status = 'active'",
                         &[Value::Int(customer)],
                     )?;
-                    let product = match &product_code {
-                        Some(code) => tx.query_opt(
-                            "SELECT id, currencies, consents FROM products WHERE code = $1 AND kind = 'credit_card' \
-                             AND active = 1",
-                            &[Value::from(code)],
-                        )?,
-                        None => tx.query_opt(
-                            "SELECT id, currencies, consents FROM products WHERE kind = 'credit_card' AND active = 1 \
-                             ORDER BY id LIMIT 1",
-                            &[],
-                        )?,
-                    }
-                    .ok_or(ServiceError::NotFound("product_not_found", "no such product is offered"))?;
-                    let product_id = product.int(0)?;
-                    if !product.text(1)?.split(',').any(|c| c == currency.code()) {
-                        return Err(ServiceError::Refused(
-                            "currency_not_offered",
-                            format!("the credit card is offered in {}", product.text(1)?.replace(',', ", ")),
-                        ));
-                    }
-                    let needed: Vec<Consent> = serde_json::from_str(&product.text(2)?)
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    if let Some(first) = needed.iter().find(|needed| !consents.contains(needed)) {
-                        return Err(ServiceError::invalid(
-                            "consents",
-                            "consent_required",
-                            format!("accept the document {:?}, version {:?}", first.document, first.version),
-                        ));
-                    }
-                    if tx
-                        .query_opt(
-                            "SELECT 1 FROM applications WHERE customer_id = $1 AND kind = 'credit_card' \
-                             AND status = 'submitted'",
-                            &[Value::Int(customer)],
-                        )?
-                        .is_some()
-                    {
-                        return Err(ServiceError::Conflict(
-                            "application_pending",
-                            "a credit-card application of yours is already waiting for a decision".into(),
-                        ));
-                    }
+                    let product = crate::accounts::offered_product(
+                        tx,
+                        "credit_card",
+                        product_code.as_deref(),
+                        currency,
+                        &consents,
+                    )?;
+                    let (product_id, needed) = (product.id, product.consents);
+                    refuse_if_pending(
+                        tx,
+                        "customer_id",
+                        customer,
+                        "credit_card",
+                        "a credit-card application of yours is already waiting for a decision",
+                    )?;
                     // The embossed name is settled now, so an approval cannot
                     // fail on it later.
-                    let holder_name = match &holder_name {
-                        Some(name) => name.clone(),
-                        None => {
-                            let row = tx.query_one(
-                                "SELECT first_name, last_name FROM customers WHERE id = $1",
-                                &[Value::Int(customer)],
-                            )?;
-                            crate::cards::transliterate(&format!("{} {}", row.text(0)?, row.text(1)?)).ok_or_else(
-                                || {
-                                    ServiceError::invalid(
-                                        "holder_name",
-                                        "holder_name_required",
-                                        "the name cannot be written in Latin letters; give a holder_name",
-                                    )
-                                },
-                            )?
-                        }
-                    };
+                    let holder_name = crate::cards::holder_name_for(tx, customer, holder_name.as_deref())?;
                     let id = tx
                         .query_one(
                             "INSERT INTO applications (customer_id, kind, product_id, currency, requested_limit, \
@@ -284,19 +253,13 @@ impl Bank {
                             "ask for more than the current limit",
                         ));
                     }
-                    if tx
-                        .query_opt(
-                            "SELECT 1 FROM applications WHERE account_id = $1 AND kind = 'credit_limit' \
-                             AND status = 'submitted'",
-                            &[Value::Int(account)],
-                        )?
-                        .is_some()
-                    {
-                        return Err(ServiceError::Conflict(
-                            "application_pending",
-                            "a limit application for this card is already waiting for a decision".into(),
-                        ));
-                    }
+                    refuse_if_pending(
+                        tx,
+                        "account_id",
+                        account,
+                        "credit_limit",
+                        "a limit application for this card is already waiting for a decision",
+                    )?;
                     let id = tx
                         .query_one(
                             "INSERT INTO applications (customer_id, kind, currency, account_id, requested_limit, \

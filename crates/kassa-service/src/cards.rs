@@ -276,6 +276,23 @@ pub fn transliterate(name: &str) -> Option<String> {
     check_holder_name(&embossed).ok()
 }
 
+/// The holder name for a new card of `customer`: the one given (already
+/// checked), else the customer's name transliterated; `holder_name_required`
+/// when that leaves too little.
+pub(crate) fn holder_name_for(tx: &mut dyn Tx, customer: i64, given: Option<&str>) -> ServiceResult<String> {
+    if let Some(name) = given {
+        return Ok(name.to_owned());
+    }
+    let row = tx.query_one("SELECT first_name, last_name FROM customers WHERE id = $1", &[Value::Int(customer)])?;
+    transliterate(&format!("{} {}", row.text(0)?, row.text(1)?)).ok_or_else(|| {
+        ServiceError::invalid(
+            "holder_name",
+            "holder_name_required",
+            "the name cannot be written in Latin letters; give a holder_name",
+        )
+    })
+}
+
 /// A holder name as given: Latin letters (capitalised here), spaces,
 /// hyphens, apostrophes and dots, 2–26 characters, starting with a letter.
 pub fn check_holder_name(text: &str) -> Result<String, FieldProblem> {
