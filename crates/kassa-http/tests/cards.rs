@@ -45,68 +45,25 @@ fn logs() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }
 
-/// An app like `spawn_app`, keeping the `Bank` for service-level calls
-/// (no admin is signed in).
+/// The harness's app, and a second node (`Bank`) over the same database
+/// for service-level calls: nodes sharing a database is how Kassa scales,
+/// so the second node sees and changes exactly what the server does.
 async fn spawn(engine: Engine) -> Option<(App, Bank)> {
     capture_logs();
-    let (store, db, guard): (Arc<dyn LedgerStore>, Arc<dyn Database>, Guard) = match engine {
-        Engine::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(engine).await?;
+    let (store, db): (Arc<dyn LedgerStore>, Arc<dyn Database>) = match &app._guard {
+        Guard::Dir(dir) => {
             let store = kassa_store_sqlite::SqliteStore::open(dir.path().join("kassa.db")).await.unwrap();
-            (Arc::new(store.clone()), Arc::new(store), Guard::Dir(dir))
+            (Arc::new(store.clone()), Arc::new(store))
         }
-        Engine::Postgres => {
-            let database = TempPostgres::create().await?;
-            let store = kassa_store_postgres::PostgresStore::connect(database.url(), 16).await.unwrap();
-            (Arc::new(store.clone()), Arc::new(store), Guard::Postgres(database))
+        Guard::Postgres(database) => {
+            let store = kassa_store_postgres::PostgresStore::connect(database.url(), 8).await.unwrap();
+            (Arc::new(store.clone()), Arc::new(store))
         }
     };
-    let ledger = Ledger::start(store, LedgerConfig::default());
     let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![KEY; 32]));
     settings.argon2_memory_kib = 1024;
-    let bank = Bank::start(db, ledger, settings).await.unwrap();
-    let cli = Caller::anonymous("cli");
-    for (login, role, password) in [("teller", "teller", TELLER_PASSWORD), ("manager", "manager", MANAGER_PASSWORD)] {
-        bank.create_staff(
-            &cli,
-            StaffForm {
-                login: Some(login.into()),
-                name: Some(format!("The {login}")),
-                role: Some(role.into()),
-                password: Some(password.into()),
-                totp: Some(false),
-            },
-        )
-        .await
-        .unwrap();
-    }
-    let background = bank.spawn_background();
-    let state = AppState {
-        bank: bank.clone(),
-        metrics: Arc::new(kassa_http::Metrics::default()),
-        trusted_proxies: Arc::new(Vec::new()),
-        body_max_bytes: 64 * 1024,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, kassa_http::router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
-    let mut app = App {
-        engine,
-        base: format!("http://{address}"),
-        client: reqwest::Client::new(),
-        teller: String::new(),
-        manager: String::new(),
-        admin: String::new(),
-        server,
-        background,
-        _guard: guard,
-    };
-    app.teller = app.login_ok("teller", TELLER_PASSWORD, None).await;
-    app.manager = app.login_ok("manager", MANAGER_PASSWORD, None).await;
+    let bank = Bank::start(db, Ledger::start(store, LedgerConfig::default()), settings).await.unwrap();
     Some((app, bank))
 }
 
