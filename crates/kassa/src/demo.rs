@@ -1,7 +1,7 @@
 //! `kassa serve --demo`: a few customers, accounts and transfers, so a
 //! newcomer has something to look at.
 
-use kassa_service::accounts::{Consent, OpenAccount};
+use kassa_service::accounts::{AccountView, Consent, OpenAccount};
 use kassa_service::money::{CashForm, TransferForm};
 use kassa_service::people::{Registration, StaffForm};
 use kassa_service::{Bank, Caller, Role, SignedIn};
@@ -10,6 +10,45 @@ const DEMO_PASSWORD: &str = "demo-Password-2026";
 
 fn service(error: kassa_service::ServiceError) -> anyhow::Error {
     anyhow::anyhow!("{error} ({})", error.code())
+}
+
+/// Opens a BYN account of `(kind, nickname, consents)` for `owner` at the
+/// desk and pays `(amount, description)` in cash into it.
+async fn open_with_deposit(
+    bank: &Bank,
+    teller: &Caller,
+    owner: i64,
+    (kind, nickname, consents): (&str, &str, Vec<Consent>),
+    (amount, description): (&str, &str),
+) -> anyhow::Result<AccountView> {
+    let account = bank
+        .open_account(
+            teller,
+            Some(owner),
+            OpenAccount {
+                kind: Some(kind.into()),
+                currency: Some("BYN".into()),
+                nickname: Some(nickname.into()),
+                consents: Some(consents),
+                ..OpenAccount::default()
+            },
+        )
+        .await
+        .map_err(service)?;
+    bank.cash(
+        teller,
+        true,
+        CashForm {
+            account: Some(account.number.clone()),
+            amount: Some(amount.into()),
+            currency: Some("BYN".into()),
+            description: Some(description.into()),
+        },
+        None,
+    )
+    .await
+    .map_err(service)?;
+    Ok(account)
 }
 
 #[allow(clippy::print_stdout)]
@@ -65,33 +104,14 @@ pub async fn seed(bank: &Bank) -> anyhow::Result<()> {
             .await
             .map_err(service)?;
         let id = registered.customer.id;
-        let account = bank
-            .open_account(
-                &teller,
-                Some(id),
-                OpenAccount {
-                    kind: Some("current".into()),
-                    currency: Some("BYN".into()),
-                    nickname: Some("Everyday".into()),
-                    consents: Some(consents("current")),
-                    ..OpenAccount::default()
-                },
-            )
-            .await
-            .map_err(service)?;
-        bank.cash(
+        let account = open_with_deposit(
+            bank,
             &teller,
-            true,
-            CashForm {
-                account: Some(account.number.clone()),
-                amount: Some("500.00".into()),
-                currency: Some("BYN".into()),
-                description: Some("Opening deposit".into()),
-            },
-            None,
+            id,
+            ("current", "Everyday", consents("current")),
+            ("500.00", "Opening deposit"),
         )
-        .await
-        .map_err(service)?;
+        .await?;
         accounts.push(account);
     }
     if let [anna, ivan] = accounts.as_slice() {
@@ -116,33 +136,14 @@ pub async fn seed(bank: &Bank) -> anyhow::Result<()> {
     if let Some(anna) = accounts.first() {
         let mut card_consents = consents("debit_card");
         card_consents.push(Consent { document: "cards".into(), version: "2026-01".into() });
-        let card = bank
-            .open_account(
-                &teller,
-                Some(anna.owner),
-                OpenAccount {
-                    kind: Some("debit_card".into()),
-                    currency: Some("BYN".into()),
-                    nickname: Some("Card".into()),
-                    consents: Some(card_consents),
-                    ..OpenAccount::default()
-                },
-            )
-            .await
-            .map_err(service)?;
-        bank.cash(
+        let card = open_with_deposit(
+            bank,
             &teller,
-            true,
-            CashForm {
-                account: Some(card.number.clone()),
-                amount: Some("100.00".into()),
-                currency: Some("BYN".into()),
-                description: Some("Card top-up".into()),
-            },
-            None,
+            anna.owner,
+            ("debit_card", "Card", card_consents),
+            ("100.00", "Card top-up"),
         )
-        .await
-        .map_err(service)?;
+        .await?;
         card_line = card.card.map(|c| format!("  Anna's debit card: account {}, {}", card.id, c.number_masked));
     }
     println!("Demo data seeded. Sign in as a customer with POST /api/v1/auth/login:");
