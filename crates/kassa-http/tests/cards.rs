@@ -780,3 +780,49 @@ async fn a_node_with_another_card_key_refuses_to_start(engine: Engine) {
     kassa_service::cards::check_card_key(&*db, &[1; 32]).await.unwrap();
 }
 on_both_engines!(a_node_with_another_card_key_refuses_to_start);
+
+async fn closing_with_unposted_interest_is_refused(engine: Engine) {
+    let Some((app, bank)) = spawn(engine).await else { return };
+    let a = app.register(1).await;
+    let account = app.open_account(&a.token).await;
+    let id = id_of(&account);
+    let db = Arc::clone(bank.database());
+    let day = bank.today().to_string();
+    let month = day[..7].to_owned();
+    let write = |statement: &'static str, params: Vec<SqlValue>| {
+        let db = Arc::clone(&db);
+        async move {
+            sql::write(&*db, move |tx| tx.execute(statement, &params)).await.unwrap();
+        }
+    };
+    // A day that accrued nothing does not hold the account open.
+    write(
+        "INSERT INTO interest_accruals (account_id, day, direction, balance_minor, rate, year_days, accrued_minor, \
+         carry, created_at_us) VALUES ($1, $2, 'pay', 0, '0.05', 365, 0, 0, 0)",
+        vec![SqlValue::Int(id), SqlValue::Text("2020-01-01".into())],
+    )
+    .await;
+    // A day of this month that accrued a minor unit, not yet posted.
+    write(
+        "INSERT INTO interest_accruals (account_id, day, direction, balance_minor, rate, year_days, accrued_minor, \
+         carry, created_at_us) VALUES ($1, $2, 'pay', 10000, '0.05', 365, 1, 0, 0)",
+        vec![SqlValue::Int(id), SqlValue::Text(day)],
+    )
+    .await;
+    let path = format!("/api/v1/accounts/{id}");
+    let refused = app.send(Method::DELETE, &path, Some(&a.token), None).await;
+    assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+    assert_eq!(refused.code(), "interest_pending", "{engine:?}");
+    assert_eq!(app.account(&a.token, id).await["status"], "active", "{engine:?}");
+    // Once the month is posted, the account closes.
+    write(
+        "INSERT INTO interest_postings (account_id, month, direction, amount_minor, posted_at_us) \
+         VALUES ($1, $2, 'pay', 0, 0)",
+        vec![SqlValue::Int(id), SqlValue::Text(month)],
+    )
+    .await;
+    let closed = app.send(Method::DELETE, &path, Some(&a.token), None).await;
+    assert_eq!(closed.status, 200, "{engine:?}: {}", closed.body);
+    assert_eq!(closed.body["status"], "closed", "{engine:?}");
+}
+on_both_engines!(closing_with_unposted_interest_is_refused);

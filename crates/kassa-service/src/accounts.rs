@@ -845,6 +845,23 @@ impl Bank {
                 return Ok(view);
             }
             let changed = if status == "closed" {
+                // Interest accrued but not yet posted would be forfeited
+                // (or, on a card, never charged) by closing now.
+                if tx
+                    .query_opt(
+                        "SELECT 1 FROM interest_accruals a WHERE a.account_id = $1 AND a.accrued_minor > 0 \
+                         AND NOT EXISTS (SELECT 1 FROM interest_postings p WHERE p.account_id = a.account_id \
+                         AND p.month = substr(a.day, 1, 7)) LIMIT 1",
+                        &[Value::Int(id)],
+                    )?
+                    .is_some()
+                {
+                    return Err(ServiceError::Refused(
+                        "interest_pending",
+                        "interest is accrued on this account but not yet posted; close it after the month's posting"
+                            .into(),
+                    ));
+                }
                 // The ledger's own rule, checked on the row itself: nothing
                 // posted, nothing pending.
                 let changed = tx.execute(
