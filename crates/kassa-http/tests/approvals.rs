@@ -386,3 +386,49 @@ async fn four_eyes_credit_limit_change(engine: Engine) {
     assert_eq!(below.code(), "credit_limit_below_usage", "{}", below.body);
 }
 on_both_engines!(four_eyes_credit_limit_change);
+
+async fn set_status(app: &App, account: &Value, status: &str) {
+    let answer = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/staff/accounts/{}/status", id_of(account)),
+            Some(&app.manager),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+async fn four_eyes_a_failed_post_releases_the_hold(engine: Engine) {
+    let Some(app) = four_eyes_app(engine, 3600, 3600).await else { return };
+    let (_, account) = funded(&app, 1, "100.00").await;
+    let (_, other) = funded(&app, 2, "1.00").await;
+    let asked = staff_transfer(&app, &app.teller, &account, &other, "60.00").await;
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let held = staff_view(&app, &account).await;
+    assert_eq!((held["balance"].as_str(), held["available"].as_str()), (Some("100.00"), Some("40.00")), "{held}");
+    assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "60.00");
+
+    // The ledger refuses to post from a blocked account: the request fails.
+    set_status(&app, &account, "blocked").await;
+    let id = asked.body["id"].clone();
+    let approved = app.post(&approve_path(&id), Some(&app.admin), json!({})).await;
+    assert_eq!(approved.status, 422, "{}", approved.body);
+    assert_eq!(approved.code(), "debit_account_blocked", "{}", approved.body);
+    let request = app.get(&format!("/api/v1/staff/approvals/{id}"), &app.teller).await;
+    assert_eq!(request.body["status"], "failed", "{}", request.body);
+    assert_eq!(request.body["reason"], "debit_account_blocked", "{}", request.body);
+    assert!(request.body["executed_at"].is_null(), "{}", request.body);
+
+    // Its hold is voided at once (not at the ledger's timeout) and its usage given back.
+    let view = staff_view(&app, &account).await;
+    assert_eq!((view["balance"].as_str(), view["available"].as_str()), (Some("100.00"), Some("100.00")), "{view}");
+    assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "0.00");
+    set_status(&app, &account, "active").await;
+    assert_eq!(staff_view(&app, &account).await["available"], "100.00");
+    assert_eq!(staff_view(&app, &other).await["balance"], "1.00");
+    // Nothing is left to finish or expire.
+    let late = app.post(&approve_path(&id), Some(&app.manager), json!({})).await;
+    assert_eq!(late.code(), "approval_not_pending", "{}", late.body);
+}
+on_both_engines!(four_eyes_a_failed_post_releases_the_hold);

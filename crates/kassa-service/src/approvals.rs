@@ -529,11 +529,14 @@ impl Bank {
                 })
                 .await?;
             }
+            // A transient failure leaves the request approved: the sweep
+            // (`finish_approved`) posts it later with the same derived id.
+            Err(ServiceError::Unavailable(_)) => {}
             Err(error) => {
                 let code = error.code().to_owned();
                 let usage = stored.usage.clone();
                 let (account, used) = (stored.account, stored.amount);
-                sql::write(&*self.db, move |tx| {
+                let failed = sql::write(&*self.db, move |tx| {
                     let changed = tx.execute(
                         "UPDATE approvals SET status = 'failed', reason = $2, version = version + 1 \
                          WHERE id = $1 AND status = 'approved' AND executed_at_us IS NULL",
@@ -544,9 +547,14 @@ impl Bank {
                     {
                         limits::release(tx, account, *kind, day, used)?;
                     }
-                    Ok::<_, StoreError>(())
+                    Ok::<_, StoreError>(changed == 1)
                 })
                 .await?;
+                // The request will never run: release its hold now, not at
+                // the ledger's timeout (voiding ignores the account's status).
+                if failed {
+                    self.void_stored(stored).await;
+                }
             }
         }
         result.map(|_| ())
