@@ -360,9 +360,47 @@ async fn four_eyes_an_overdue_request_expires_when_approved(engine: Engine) {
 }
 on_both_engines!(four_eyes_an_overdue_request_expires_when_approved);
 
+/// Opens a BYN credit card with a 100.00 limit for `customer` the way a
+/// customer gets one: an application a manager approves.
+async fn credit_card(app: &App, customer: &Customer) -> Value {
+    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
+                          {"document": "credit", "version": "2026-01"}]);
+    let applied = app
+        .post(
+            "/api/v1/applications",
+            Some(&customer.token),
+            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": "100.00", "consents": consents}),
+        )
+        .await;
+    assert_eq!(applied.status, 201, "{}", applied.body);
+    let path = format!("/api/v1/staff/applications/{}/approve", applied.body["id"]);
+    let approved = app.post(&path, Some(&app.manager), json!({"credit_limit": "100.00"})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let card = approved.body["account"].as_i64().unwrap();
+    let answer = app.get(&format!("/api/v1/staff/accounts/{card}"), &app.teller).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["kind"], "credit_card", "{}", answer.body);
+    answer.body
+}
+
 async fn four_eyes_credit_limit_change(engine: Engine) {
     let Some(app) = four_eyes_app(engine, 3600, 3600).await else { return };
-    let (customer, account) = funded(&app, 1, "10.00").await;
+    let (customer, current) = funded(&app, 1, "10.00").await;
+
+    // Only a credit card has a credit limit; daily limits are for any account.
+    let refused = set_limits(&app, &app.manager, &current, json!({"credit_limit": "50.00"})).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.code(), "credit_limit_not_allowed", "{}", refused.body);
+    let refused = set_limits(&app, &app.manager, &current, json!({"credit_limit": "500.00"})).await;
+    assert_eq!(refused.code(), "credit_limit_not_allowed", "no request either: {}", refused.body);
+    assert_eq!(app.get("/api/v1/staff/approvals", &app.teller).await.body["items"], json!([]));
+    assert_eq!(limits(&app, &current).await["credit_limit"], "0.00");
+    let daily = set_limits(&app, &app.manager, &current, json!({"daily_transfer": "20.00"})).await;
+    assert_eq!(daily.status, 200, "{}", daily.body);
+
+    let account = credit_card(&app, &customer).await;
+    assert_eq!(limits(&app, &account).await["credit_limit"], "100.00");
+    app.deposit(&account, "10.00").await;
     let small = set_limits(&app, &app.manager, &account, json!({"credit_limit": "50.00"})).await;
     assert_eq!(small.status, 200, "{}", small.body);
     assert_eq!(small.body["credit_limit"], "50.00");

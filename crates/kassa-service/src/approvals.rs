@@ -860,10 +860,25 @@ impl Bank {
     }
 }
 
+/// The only account kind that has a credit limit.
+pub(crate) const CREDIT_KIND: &str = "credit_card";
+
 /// Sets a customer account's credit limit inside `tx`, the way the ledger's
-/// rules allow: not on a closed account, and not below what the account
-/// already uses (the row's own CHECK says the same).
+/// rules allow: only on a credit card, not on a closed account, and not
+/// below what the account already uses (the row's own CHECK says the same).
 pub(crate) fn set_credit_limit(tx: &mut dyn Tx, account: i64, limit: i64) -> ServiceResult<()> {
+    let kind = tx
+        .query_opt("SELECT kind FROM accounts WHERE id = $1", &[Value::Int(account)])?
+        .map(|row| row.text(0))
+        .transpose()?
+        .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
+    if kind != CREDIT_KIND {
+        return Err(ServiceError::invalid(
+            "credit_limit",
+            limits::CREDIT_LIMIT_NOT_ALLOWED,
+            limits::CREDIT_LIMIT_NOT_ALLOWED_DETAIL,
+        ));
+    }
     let changed = tx.execute(
         "UPDATE accounts SET credit_limit = $2 WHERE id = $1 AND status <> 'closed' \
          AND credits_posted - debits_posted - debits_pending + $2 >= 0",
