@@ -268,7 +268,7 @@ fn system_draft(action: &str, subject: String, detail: serde_json::Value) -> Aud
 
 /// A derived id for the transfer that resolves `hold` (post or void): the
 /// same on every retry and node, so the ledger resolves it once.
-fn resolution_id(hold: TransferId, post: bool) -> TransferId {
+pub(crate) fn resolution_id(hold: TransferId, post: bool) -> TransferId {
     let tag = if post { "post" } else { "void" };
     let digest = crate::crypto::sha256(format!("kassa approval v1\0{tag}\0{hold}").as_bytes());
     let mut bytes = [0_u8; 16];

@@ -965,4 +965,23 @@ mod tests {
             "otpauth://totp/A%26B%3AC:x%3Fy%3Dz%2F%C3%A9?secret=NM&issuer=A%26B%3AC&algorithm=SHA1&digits=6&period=30"
         );
     }
+
+    // --- derived transfer ids -----------------------------------------------------------------------------------
+
+    /// Ids derived before the four derivations shared one function: they
+    /// name transfers already in ledgers (idempotency keys, interest
+    /// postings, approval resolutions), so they must never change.
+    #[test]
+    fn derived_transfer_ids_are_pinned() {
+        let money = crate::money::derived_id("customer:7 POST /api/v1/transfers", "key-1", 0);
+        assert_eq!(money.to_string(), "2fdec7f8-fffe-8f42-a493-7c74ad4a93ea");
+        let fx = crate::money::derived_id("customer:7 POST /api/v1/exchanges", "key-2", 2);
+        assert_eq!(fx.to_string(), "593a8a16-d84c-8f0e-ae5a-4ca74c5aa059");
+        let interest = crate::interest::posting_id(42, "2026-10");
+        assert_eq!(interest.to_string(), "dda34239-0393-82a1-bfde-499e1556b146");
+        let post = crate::approvals::resolution_id(money, true);
+        assert_eq!(post.to_string(), "33e6b53c-6f46-8344-9812-8f28cfd66f53");
+        let void = crate::approvals::resolution_id(money, false);
+        assert_eq!(void.to_string(), "01a6a72e-f982-8578-b581-3981473017ee");
+    }
 }
