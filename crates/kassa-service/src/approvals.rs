@@ -270,12 +270,7 @@ fn system_draft(action: &str, subject: String, detail: serde_json::Value) -> Aud
 /// same on every retry and node, so the ledger resolves it once.
 pub(crate) fn resolution_id(hold: TransferId, post: bool) -> TransferId {
     let tag = if post { "post" } else { "void" };
-    let digest = crate::crypto::sha256(format!("kassa approval v1\0{tag}\0{hold}").as_bytes());
-    let mut bytes = [0_u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    TransferId::from_bytes(bytes)
+    crate::crypto::derived_transfer_id("kassa approval v1", &[tag, &hold.to_string()])
 }
 
 /// A held operation as the money services hand it over.
