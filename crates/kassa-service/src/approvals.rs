@@ -742,9 +742,7 @@ impl Bank {
         })
         .await?;
         let items = rows.iter().map(view).collect::<ServiceResult<Vec<_>>>()?;
-        let next_cursor =
-            (items.len() == limit as usize).then(|| items.last().map(|item| item.id.to_string())).flatten();
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, limit, |item| item.id.to_string()))
     }
 
     /// Expires every overdue pending request (journaled as
