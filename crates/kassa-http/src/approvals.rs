@@ -59,7 +59,7 @@ pub static ROUTES: &[RouteDoc] = &[
         Method::PUT,
         "/api/v1/staff/accounts/{id}/limits",
         Access::Manager,
-        "Set an account's daily limits and credit limit (a large credit limit waits for approval: 202)",
+        "Set an account's daily limits and, on a credit card, its credit limit (a large one waits for approval: 202)",
         Some("Limits"),
     ),
 ];

@@ -360,9 +360,47 @@ async fn four_eyes_an_overdue_request_expires_when_approved(engine: Engine) {
 }
 on_both_engines!(four_eyes_an_overdue_request_expires_when_approved);
 
+/// Opens a BYN credit card with a 100.00 limit for `customer` the way a
+/// customer gets one: an application a manager approves.
+async fn credit_card(app: &App, customer: &Customer) -> Value {
+    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
+                          {"document": "credit", "version": "2026-01"}]);
+    let applied = app
+        .post(
+            "/api/v1/applications",
+            Some(&customer.token),
+            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": "100.00", "consents": consents}),
+        )
+        .await;
+    assert_eq!(applied.status, 201, "{}", applied.body);
+    let path = format!("/api/v1/staff/applications/{}/approve", applied.body["id"]);
+    let approved = app.post(&path, Some(&app.manager), json!({"credit_limit": "100.00"})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let card = approved.body["account"].as_i64().unwrap();
+    let answer = app.get(&format!("/api/v1/staff/accounts/{card}"), &app.teller).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["kind"], "credit_card", "{}", answer.body);
+    answer.body
+}
+
 async fn four_eyes_credit_limit_change(engine: Engine) {
     let Some(app) = four_eyes_app(engine, 3600, 3600).await else { return };
-    let (customer, account) = funded(&app, 1, "10.00").await;
+    let (customer, current) = funded(&app, 1, "10.00").await;
+
+    // Only a credit card has a credit limit; daily limits are for any account.
+    let refused = set_limits(&app, &app.manager, &current, json!({"credit_limit": "50.00"})).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.code(), "credit_limit_not_allowed", "{}", refused.body);
+    let refused = set_limits(&app, &app.manager, &current, json!({"credit_limit": "500.00"})).await;
+    assert_eq!(refused.code(), "credit_limit_not_allowed", "no request either: {}", refused.body);
+    assert_eq!(app.get("/api/v1/staff/approvals", &app.teller).await.body["items"], json!([]));
+    assert_eq!(limits(&app, &current).await["credit_limit"], "0.00");
+    let daily = set_limits(&app, &app.manager, &current, json!({"daily_transfer": "20.00"})).await;
+    assert_eq!(daily.status, 200, "{}", daily.body);
+
+    let account = credit_card(&app, &customer).await;
+    assert_eq!(limits(&app, &account).await["credit_limit"], "100.00");
+    app.deposit(&account, "10.00").await;
     let small = set_limits(&app, &app.manager, &account, json!({"credit_limit": "50.00"})).await;
     assert_eq!(small.status, 200, "{}", small.body);
     assert_eq!(small.body["credit_limit"], "50.00");
@@ -386,3 +424,49 @@ async fn four_eyes_credit_limit_change(engine: Engine) {
     assert_eq!(below.code(), "credit_limit_below_usage", "{}", below.body);
 }
 on_both_engines!(four_eyes_credit_limit_change);
+
+async fn set_status(app: &App, account: &Value, status: &str) {
+    let answer = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/staff/accounts/{}/status", id_of(account)),
+            Some(&app.manager),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+async fn four_eyes_a_failed_post_releases_the_hold(engine: Engine) {
+    let Some(app) = four_eyes_app(engine, 3600, 3600).await else { return };
+    let (_, account) = funded(&app, 1, "100.00").await;
+    let (_, other) = funded(&app, 2, "1.00").await;
+    let asked = staff_transfer(&app, &app.teller, &account, &other, "60.00").await;
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let held = staff_view(&app, &account).await;
+    assert_eq!((held["balance"].as_str(), held["available"].as_str()), (Some("100.00"), Some("40.00")), "{held}");
+    assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "60.00");
+
+    // The ledger refuses to post from a blocked account: the request fails.
+    set_status(&app, &account, "blocked").await;
+    let id = asked.body["id"].clone();
+    let approved = app.post(&approve_path(&id), Some(&app.admin), json!({})).await;
+    assert_eq!(approved.status, 422, "{}", approved.body);
+    assert_eq!(approved.code(), "debit_account_blocked", "{}", approved.body);
+    let request = app.get(&format!("/api/v1/staff/approvals/{id}"), &app.teller).await;
+    assert_eq!(request.body["status"], "failed", "{}", request.body);
+    assert_eq!(request.body["reason"], "debit_account_blocked", "{}", request.body);
+    assert!(request.body["executed_at"].is_null(), "{}", request.body);
+
+    // Its hold is voided at once (not at the ledger's timeout) and its usage given back.
+    let view = staff_view(&app, &account).await;
+    assert_eq!((view["balance"].as_str(), view["available"].as_str()), (Some("100.00"), Some("100.00")), "{view}");
+    assert_eq!(limits(&app, &account).await["daily_transfer"]["used_today"], "0.00");
+    set_status(&app, &account, "active").await;
+    assert_eq!(staff_view(&app, &account).await["available"], "100.00");
+    assert_eq!(staff_view(&app, &other).await["balance"], "1.00");
+    // Nothing is left to finish or expire.
+    let late = app.post(&approve_path(&id), Some(&app.manager), json!({})).await;
+    assert_eq!(late.code(), "approval_not_pending", "{}", late.body);
+}
+on_both_engines!(four_eyes_a_failed_post_releases_the_hold);

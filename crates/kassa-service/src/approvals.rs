@@ -268,14 +268,9 @@ fn system_draft(action: &str, subject: String, detail: serde_json::Value) -> Aud
 
 /// A derived id for the transfer that resolves `hold` (post or void): the
 /// same on every retry and node, so the ledger resolves it once.
-fn resolution_id(hold: TransferId, post: bool) -> TransferId {
+pub(crate) fn resolution_id(hold: TransferId, post: bool) -> TransferId {
     let tag = if post { "post" } else { "void" };
-    let digest = crate::crypto::sha256(format!("kassa approval v1\0{tag}\0{hold}").as_bytes());
-    let mut bytes = [0_u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    TransferId::from_bytes(bytes)
+    crate::crypto::derived_transfer_id("kassa approval v1", &[tag, &hold.to_string()])
 }
 
 /// A held operation as the money services hand it over.
@@ -296,6 +291,94 @@ pub(crate) struct HeldRequest {
 enum Decided {
     Done(Stored),
     Expired(Stored),
+}
+
+/// A request a decision opened: still pending, or found overdue and expired.
+enum Opened {
+    Pending(Stored),
+    Expired(Stored),
+}
+
+impl Stored {
+    /// The request's accounts: the debit side and, if any, the credit side.
+    fn accounts(&self) -> Vec<i64> {
+        [Some(self.account), self.other].into_iter().flatten().collect()
+    }
+}
+
+/// Opens a decision on request `id` inside `tx`: refuses a missing request,
+/// then a caller `may_decide` refuses, then a request no longer pending. An
+/// overdue request is expired here (the transaction should commit that and
+/// the caller answer `approval_expired`).
+fn open_decision(
+    tx: &mut dyn Tx,
+    id: i64,
+    now: i64,
+    may_decide: impl FnOnce(&Stored) -> ServiceResult<()>,
+) -> ServiceResult<Opened> {
+    let stored = load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
+    may_decide(&stored)?;
+    if stored.status != "pending" {
+        return Err(ServiceError::Conflict(
+            "approval_not_pending",
+            format!("the request is already {}", stored.status),
+        ));
+    }
+    if stored.expires_at_us <= now {
+        expire_in(tx, &stored, now)?;
+        return Ok(Opened::Expired(stored));
+    }
+    Ok(Opened::Pending(stored))
+}
+
+/// Moves a pending request to `status`, once: if a concurrent decision got
+/// there first, `approval_not_pending`.
+fn mark_decided(
+    tx: &mut dyn Tx,
+    id: i64,
+    status: &str,
+    checker: Option<i64>,
+    now: i64,
+    reason: &str,
+) -> ServiceResult<()> {
+    let changed = tx.execute(
+        "UPDATE approvals SET status = $2, checker_id = $3, decided_at_us = $4, reason = $5, version = version + 1 \
+         WHERE id = $1 AND status = 'pending'",
+        &[
+            Value::Int(id),
+            Value::from(status),
+            checker.map_or(Value::Null, Value::Int),
+            Value::Int(now),
+            Value::from(reason),
+        ],
+    )?;
+    if changed != 1 {
+        return Err(ServiceError::Conflict("approval_not_pending", "the request was decided meanwhile".into()));
+    }
+    Ok(())
+}
+
+/// Journals a decision on `stored` inside `tx`: the request's kind,
+/// accounts, amount and maker, the customers owning `accounts` (the ones to
+/// tell), and the fields of `extra`.
+fn journal_decision(
+    tx: &mut dyn Tx,
+    now: i64,
+    draft: &AuditDraft,
+    stored: &Stored,
+    accounts: &[i64],
+    extra: serde_json::Value,
+) -> Result<(), StoreError> {
+    let customers = customers_of(tx, accounts)?;
+    let mut detail = json!({"kind": stored.kind.as_str(), "account": stored.account, "to_account": stored.other,
+                            "amount_minor": stored.amount, "currency": stored.currency, "maker": stored.maker,
+                            "customers": customers});
+    if let (Some(detail), serde_json::Value::Object(extra)) = (detail.as_object_mut(), extra) {
+        detail.extend(extra);
+    }
+    let mut draft = draft.clone();
+    draft.detail = detail.to_string();
+    sql::journal(tx, now, std::slice::from_ref(&draft))
 }
 
 /// Marks a pending request expired inside `tx`, gives back its daily usage
@@ -529,11 +612,14 @@ impl Bank {
                 })
                 .await?;
             }
+            // A transient failure leaves the request approved: the sweep
+            // (`finish_approved`) posts it later with the same derived id.
+            Err(ServiceError::Unavailable(_)) => {}
             Err(error) => {
                 let code = error.code().to_owned();
                 let usage = stored.usage.clone();
                 let (account, used) = (stored.account, stored.amount);
-                sql::write(&*self.db, move |tx| {
+                let failed = sql::write(&*self.db, move |tx| {
                     let changed = tx.execute(
                         "UPDATE approvals SET status = 'failed', reason = $2, version = version + 1 \
                          WHERE id = $1 AND status = 'approved' AND executed_at_us IS NULL",
@@ -544,9 +630,14 @@ impl Bank {
                     {
                         limits::release(tx, account, *kind, day, used)?;
                     }
-                    Ok::<_, StoreError>(())
+                    Ok::<_, StoreError>(changed == 1)
                 })
                 .await?;
+                // The request will never run: release its hold now, not at
+                // the ledger's timeout (voiding ignores the account's status).
+                if failed {
+                    self.void_stored(stored).await;
+                }
             }
         }
         result.map(|_| ())
@@ -561,32 +652,20 @@ impl Bank {
         let now = now_us();
         let draft = caller.audit("approval.approve", format!("approval:{id}"), json!({}));
         let decided = sql::write(&*self.db, move |tx| {
-            let stored =
-                load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
-            if stored.status != "pending" {
-                return Err(ServiceError::Conflict(
-                    "approval_not_pending",
-                    format!("the request is already {}", stored.status),
-                ));
-            }
-            if stored.expires_at_us <= now {
-                expire_in(tx, &stored, now)?;
-                return Ok(Decided::Expired(stored));
-            }
-            if stored.maker == checker {
-                return Err(ServiceError::Forbidden(
-                    "maker_cannot_approve",
-                    "the maker of a request cannot approve it",
-                ));
-            }
-            let changed = tx.execute(
-                "UPDATE approvals SET status = 'approved', checker_id = $2, decided_at_us = $3, version = version + 1 \
-                 WHERE id = $1 AND status = 'pending'",
-                &[Value::Int(id), Value::Int(checker), Value::Int(now)],
-            )?;
-            if changed != 1 {
-                return Err(ServiceError::Conflict("approval_not_pending", "the request was decided meanwhile".into()));
-            }
+            let may_approve = |stored: &Stored| {
+                if stored.maker == checker {
+                    return Err(ServiceError::Forbidden(
+                        "maker_cannot_approve",
+                        "the maker of a request cannot approve it",
+                    ));
+                }
+                Ok(())
+            };
+            let stored = match open_decision(tx, id, now, may_approve)? {
+                Opened::Pending(stored) => stored,
+                Opened::Expired(stored) => return Ok::<_, ServiceError>(Decided::Expired(stored)),
+            };
+            mark_decided(tx, id, "approved", Some(checker), now, "")?;
             if stored.kind == ApprovalKind::CreditLimit {
                 set_credit_limit(tx, stored.account, stored.amount)?;
                 tx.execute(
@@ -594,41 +673,27 @@ impl Bank {
                     &[Value::Int(id), Value::Int(now)],
                 )?;
             }
-            let customers =
-                customers_of(tx, &[Some(stored.account), stored.other].into_iter().flatten().collect::<Vec<_>>())?;
-            let mut draft = draft.clone();
-            draft.detail = json!({"kind": stored.kind.as_str(), "account": stored.account, "to_account": stored.other,
-                                  "amount_minor": stored.amount, "currency": stored.currency, "maker": stored.maker,
-                                  "customers": customers})
-            .to_string();
-            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            journal_decision(tx, now, &draft, &stored, &stored.accounts(), json!({}))?;
             Ok(Decided::Done(stored))
         })
         .await?;
-        match decided {
-            Decided::Expired(stored) => {
-                self.void_stored(&stored).await;
-                Err(ServiceError::Refused("approval_expired", "the request expired; its hold was released".into()))
-            }
-            Decided::Done(stored) => {
-                if stored.hold.is_some() {
-                    let customers = sql::read(&*self.db, {
-                        let accounts: Vec<i64> = [Some(stored.account), stored.other].into_iter().flatten().collect();
-                        move |tx| customers_of(tx, &accounts)
-                    })
-                    .await?;
-                    let draft = caller.audit(
-                        stored.kind.action(),
-                        format!("approval:{id}"),
-                        json!({"approval": id, "from": stored.account, "to": stored.other, "amount_minor": stored.amount,
-                               "currency": stored.currency, "description": stored.description, "maker": stored.maker,
-                               "customers": customers}),
-                    );
-                    self.execute(draft, &stored).await?;
-                }
-                self.approval(caller, id).await
-            }
+        let stored = match decided {
+            Decided::Expired(stored) => return Err(self.expired(&stored).await),
+            Decided::Done(stored) => stored,
+        };
+        if stored.hold.is_some() {
+            let accounts = stored.accounts();
+            let customers = sql::read(&*self.db, move |tx| customers_of(tx, &accounts)).await?;
+            let draft = caller.audit(
+                stored.kind.action(),
+                format!("approval:{id}"),
+                json!({"approval": id, "from": stored.account, "to": stored.other, "amount_minor": stored.amount,
+                       "currency": stored.currency, "description": stored.description, "maker": stored.maker,
+                       "customers": customers}),
+            );
+            self.execute(draft, &stored).await?;
         }
+        self.approval(caller, id).await
     }
 
     /// A checker (or the maker, withdrawing it) rejects a pending request
@@ -647,58 +712,40 @@ impl Bank {
         let now = now_us();
         let draft = caller.audit("approval.reject", format!("approval:{id}"), json!({}));
         let decided = sql::write(&*self.db, move |tx| {
-            let stored =
-                load(tx, id)?.ok_or(ServiceError::NotFound("approval_not_found", "no such approval request"))?;
-            if stored.maker != checker && role < approver {
-                return Err(ServiceError::Forbidden("forbidden", "your role may not do this"));
-            }
-            if stored.status != "pending" {
-                return Err(ServiceError::Conflict(
-                    "approval_not_pending",
-                    format!("the request is already {}", stored.status),
-                ));
-            }
-            if stored.expires_at_us <= now {
-                expire_in(tx, &stored, now)?;
-                return Ok(Decided::Expired(stored));
-            }
-            let changed = tx.execute(
-                "UPDATE approvals SET status = 'rejected', checker_id = $2, decided_at_us = $3, reason = $4, \
-                 version = version + 1 WHERE id = $1 AND status = 'pending'",
-                &[
-                    Value::Int(id),
-                    if stored.maker == checker { Value::Null } else { Value::Int(checker) },
-                    Value::Int(now),
-                    Value::from(&reason),
-                ],
-            )?;
-            if changed != 1 {
-                return Err(ServiceError::Conflict("approval_not_pending", "the request was decided meanwhile".into()));
-            }
+            let may_reject = |stored: &Stored| {
+                if stored.maker != checker && role < approver {
+                    return Err(ServiceError::Forbidden("forbidden", "your role may not do this"));
+                }
+                Ok(())
+            };
+            let stored = match open_decision(tx, id, now, may_reject)? {
+                Opened::Pending(stored) => stored,
+                Opened::Expired(stored) => return Ok::<_, ServiceError>(Decided::Expired(stored)),
+            };
+            // The maker withdrawing their own request is no checker.
+            let by = (stored.maker != checker).then_some(checker);
+            mark_decided(tx, id, "rejected", by, now, &reason)?;
             if let Some((day, kind)) = &stored.usage {
                 limits::release(tx, stored.account, *kind, day, stored.amount)?;
             }
-            let customers = customers_of(tx, &[stored.account])?;
-            let mut draft = draft.clone();
-            draft.detail =
-                json!({"kind": stored.kind.as_str(), "account": stored.account, "amount_minor": stored.amount,
-                                  "currency": stored.currency, "maker": stored.maker, "reason": reason,
-                                  "customers": customers})
-                .to_string();
-            sql::journal(tx, now, std::slice::from_ref(&draft))?;
+            journal_decision(tx, now, &draft, &stored, &[stored.account], json!({"reason": reason}))?;
             Ok(Decided::Done(stored))
         })
         .await?;
         match decided {
-            Decided::Expired(stored) => {
-                self.void_stored(&stored).await;
-                Err(ServiceError::Refused("approval_expired", "the request expired; its hold was released".into()))
-            }
+            Decided::Expired(stored) => Err(self.expired(&stored).await),
             Decided::Done(stored) => {
                 self.void_stored(&stored).await;
                 self.approval(caller, id).await
             }
         }
+    }
+
+    /// The answer to a decision that found its request overdue (and expired
+    /// it): the hold is released first.
+    async fn expired(&self, stored: &Stored) -> ServiceError {
+        self.void_stored(stored).await;
+        ServiceError::Refused("approval_expired", "the request expired; its hold was released".into())
     }
 
     /// One request, for staff (overdue requests are expired first).
@@ -739,9 +786,7 @@ impl Bank {
         })
         .await?;
         let items = rows.iter().map(view).collect::<ServiceResult<Vec<_>>>()?;
-        let next_cursor =
-            (items.len() == limit as usize).then(|| items.last().map(|item| item.id.to_string())).flatten();
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, limit, |item| item.id.to_string()))
     }
 
     /// Expires every overdue pending request (journaled as
@@ -852,10 +897,25 @@ impl Bank {
     }
 }
 
+/// The only account kind that has a credit limit.
+pub(crate) const CREDIT_KIND: &str = "credit_card";
+
 /// Sets a customer account's credit limit inside `tx`, the way the ledger's
-/// rules allow: not on a closed account, and not below what the account
-/// already uses (the row's own CHECK says the same).
+/// rules allow: only on a credit card, not on a closed account, and not
+/// below what the account already uses (the row's own CHECK says the same).
 pub(crate) fn set_credit_limit(tx: &mut dyn Tx, account: i64, limit: i64) -> ServiceResult<()> {
+    let kind = tx
+        .query_opt("SELECT kind FROM accounts WHERE id = $1", &[Value::Int(account)])?
+        .map(|row| row.text(0))
+        .transpose()?
+        .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
+    if kind != CREDIT_KIND {
+        return Err(ServiceError::invalid(
+            "credit_limit",
+            limits::CREDIT_LIMIT_NOT_ALLOWED,
+            limits::CREDIT_LIMIT_NOT_ALLOWED_DETAIL,
+        ));
+    }
     let changed = tx.execute(
         "UPDATE accounts SET credit_limit = $2 WHERE id = $1 AND status <> 'closed' \
          AND credits_posted - debits_posted - debits_pending + $2 >= 0",

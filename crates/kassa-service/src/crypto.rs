@@ -41,6 +41,26 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
+/// A transfer id derived from `domain` and `parts`: the first 16 bytes of
+/// SHA-256 over `domain`, then each part after a NUL, marked as a version-8
+/// (custom) UUID of the RFC 4122 variant. The same inputs give the same id
+/// on every node and run, so a repeat is the ledger's replay. `domain`
+/// names the use and its version (`kassa idempotency v1`); parts must not
+/// contain NUL. Never change the layout: ids already in ledgers depend on it.
+pub fn derived_transfer_id(domain: &str, parts: &[&str]) -> kassa_core::TransferId {
+    let mut input = String::from(domain);
+    for part in parts {
+        input.push('\0');
+        input.push_str(part);
+    }
+    let digest = sha256(input.as_bytes());
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    kassa_core::TransferId::from_bytes(bytes)
+}
+
 /// HMAC-SHA256 (RFC 2104) of `data` under `key` (any length).
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     hmac_with(sha256, key, data)
@@ -964,5 +984,26 @@ mod tests {
             uri,
             "otpauth://totp/A%26B%3AC:x%3Fy%3Dz%2F%C3%A9?secret=NM&issuer=A%26B%3AC&algorithm=SHA1&digits=6&period=30"
         );
+    }
+
+    // --- derived transfer ids -----------------------------------------------------------------------------------
+
+    /// Ids derived before the four derivations shared one function: they
+    /// name transfers already in ledgers (idempotency keys, interest
+    /// postings, approval resolutions), so they must never change.
+    #[test]
+    fn derived_transfer_ids_are_pinned() {
+        let money = crate::money::derived_id("customer:7 POST /api/v1/transfers", "key-1", 0);
+        assert_eq!(money.to_string(), "2fdec7f8-fffe-8f42-a493-7c74ad4a93ea");
+        let fx = crate::money::derived_id("customer:7 POST /api/v1/exchanges", "key-2", 2);
+        assert_eq!(fx.to_string(), "593a8a16-d84c-8f0e-ae5a-4ca74c5aa059");
+        let interest = crate::interest::posting_id(42, "2026-10");
+        assert_eq!(interest.to_string(), "dda34239-0393-82a1-bfde-499e1556b146");
+        let post = crate::approvals::resolution_id(money, true);
+        assert_eq!(post.to_string(), "33e6b53c-6f46-8344-9812-8f28cfd66f53");
+        let void = crate::approvals::resolution_id(money, false);
+        assert_eq!(void.to_string(), "01a6a72e-f982-8578-b581-3981473017ee");
+        assert_eq!(derived_transfer_id("kassa interest posting v1", &["42", "2026-10"]), interest);
+        assert_ne!(derived_transfer_id("kassa interest posting v1", &["4", "22026-10"]), interest);
     }
 }

@@ -159,12 +159,7 @@ fn base_of(direction: &str, balance_minor: i64) -> i64 {
 /// The posting transfer's id for (account, month): the same on every node
 /// and every run, so a repeat is the ledger's replay.
 pub fn posting_id(account: i64, month: &str) -> TransferId {
-    let digest = crate::crypto::sha256(format!("kassa interest posting v1\0{account}\0{month}").as_bytes());
-    let mut bytes = [0_u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    TransferId::from_bytes(bytes)
+    crate::crypto::derived_transfer_id("kassa interest posting v1", &[&account.to_string(), month])
 }
 
 fn last_day_of_month(day: Day) -> Day {

@@ -247,6 +247,17 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page of `items` read with `LIMIT limit`: a full page may have a
+    /// next one, named by `cursor_of` its last item; a shorter page is the
+    /// last.
+    pub fn from_rows(items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+        let full = usize::try_from(limit).is_ok_and(|limit| items.len() == limit);
+        let next_cursor = if full { items.last().map(cursor_of) } else { None };
+        Page { items, next_cursor }
+    }
+}
+
 /// Reads a `limit` parameter: 1..=200, default 50.
 pub fn page_limit(limit: Option<u32>) -> ServiceResult<u32> {
     match limit {
@@ -268,5 +279,20 @@ pub fn page_cursor(cursor: Option<&str>) -> ServiceResult<Option<i64>> {
             .ok_or_else(|| {
                 ServiceError::invalid("cursor", "cursor_invalid", "the cursor is not one this server gave out")
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    #[test]
+    fn a_full_page_names_its_last_item_a_shorter_one_is_the_last() {
+        let full = Page::from_rows(vec![9, 7, 4], 3, |id| id.to_string());
+        assert_eq!((full.items.as_slice(), full.next_cursor.as_deref()), (&[9, 7, 4][..], Some("4")));
+        let short = Page::from_rows(vec![3, 1], 3, |id| id.to_string());
+        assert_eq!(short.next_cursor, None);
+        let empty = Page::from_rows(Vec::<i64>::new(), 3, |id| id.to_string());
+        assert_eq!(empty.next_cursor, None);
     }
 }

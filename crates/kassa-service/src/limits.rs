@@ -173,6 +173,10 @@ pub fn release(tx: &mut dyn Tx, account: i64, kind: DailyKind, day: &str, amount
     Ok(())
 }
 
+/// The code refusing a credit limit on an account that is not a credit card.
+pub(crate) const CREDIT_LIMIT_NOT_ALLOWED: &str = "credit_limit_not_allowed";
+pub(crate) const CREDIT_LIMIT_NOT_ALLOWED_DETAIL: &str = "only a credit_card account has a credit limit";
+
 /// A manager's change to an account's limits: each field absent is left as
 /// it is. Amounts are decimal strings in the account's currency.
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -277,10 +281,14 @@ impl crate::Bank {
                 "give at least one of daily_withdrawal, daily_transfer and credit_limit",
             ));
         }
-        let currency = kassa_store::sql::read(&*self.db, move |tx| {
-            tx.query_opt("SELECT currency FROM account_details WHERE account_id = $1", &[Value::Int(account)])?
-                .map(|row| row.text(0))
-                .transpose()
+        let (currency, kind) = kassa_store::sql::read(&*self.db, move |tx| {
+            tx.query_opt(
+                "SELECT d.currency, a.kind FROM account_details d JOIN accounts a ON a.id = d.account_id \
+                 WHERE d.account_id = $1",
+                &[Value::Int(account)],
+            )?
+            .map(|row| Ok::<_, StoreError>((row.text(0)?, row.text(1)?)))
+            .transpose()
         })
         .await?
         .ok_or(ServiceError::NotFound("account_not_found", "no such customer account"))?;
@@ -302,6 +310,13 @@ impl crate::Bank {
         let withdrawal = parse("daily_withdrawal", form.daily_withdrawal.as_ref());
         let transfer = parse("daily_transfer", form.daily_transfer.as_ref());
         let credit = parse("credit_limit", form.credit_limit.as_ref());
+        if form.credit_limit.is_some() && kind != crate::approvals::CREDIT_KIND {
+            problems.push(crate::country::FieldProblem {
+                field: "credit_limit".into(),
+                code: CREDIT_LIMIT_NOT_ALLOWED,
+                detail: CREDIT_LIMIT_NOT_ALLOWED_DETAIL.into(),
+            });
+        }
         if !problems.is_empty() {
             return Err(ServiceError::Invalid(problems));
         }

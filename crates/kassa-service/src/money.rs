@@ -105,13 +105,7 @@ pub fn check_idempotency_key(key: &str) -> ServiceResult<()> {
 
 /// The transfer id a (caller, route, key) names, the same on every node.
 pub(crate) fn derived_id(scope: &str, key: &str, index: u8) -> TransferId {
-    let digest = crypto::sha256(format!("kassa idempotency v1\0{scope}\0{key}\0{index}").as_bytes());
-    let mut bytes = [0_u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    // Marks it as a version-8 (custom) UUID of the RFC 4122 variant.
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    TransferId::from_bytes(bytes)
+    crypto::derived_transfer_id("kassa idempotency v1", &[scope, key, &index.to_string()])
 }
 
 pub(crate) fn new_id() -> ServiceResult<TransferId> {
