@@ -899,17 +899,21 @@ impl Bank {
             .and_then(|text| Amount::parse(text, from, AmountPolicy::Positive).ok())
             .is_some_and(|amount| amount.minor() == meta.amount_minor);
         let same_quote = form.quote_id == meta.quote_id;
-        let names = |reference: &Option<String>, id: i64| {
-            reference
-                .as_deref()
-                .map(str::trim)
-                .is_some_and(|r| r == id.to_string() || !r.bytes().all(|b| b.is_ascii_digit()))
-        };
-        if !same_amount
-            || !same_quote
-            || !names(&form.from_account, meta.from_account)
-            || !names(&form.to_account, meta.to_account)
-        {
+        // The retry may name the accounts differently (id, account number, card
+        // number): resolve each reference and compare the ids.
+        let references = (form.from_account.clone(), form.to_account.clone());
+        let (from_id, to_id) = sql::read(&*self.db, move |tx| {
+            let mut resolve = |field: &str, reference: &Option<String>| match reference {
+                Some(reference) => match resolve_account(tx, field, reference) {
+                    Err(ServiceError::Invalid(_)) => Ok(None),
+                    other => other,
+                },
+                None => Ok::<_, ServiceError>(None),
+            };
+            Ok::<_, ServiceError>((resolve("from_account", &references.0)?, resolve("to_account", &references.1)?))
+        })
+        .await?;
+        if !same_amount || !same_quote || from_id != Some(meta.from_account) || to_id != Some(meta.to_account) {
             return Err(ServiceError::Refused(
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used for a different request".into(),
