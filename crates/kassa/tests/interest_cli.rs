@@ -13,7 +13,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,30 +25,18 @@ use kassa_service::people::Registration;
 use kassa_service::{Bank, BankIdentity, Caller, SecretBytes, Settings};
 use kassa_store::LedgerStore;
 use kassa_store::sql::{self, Database, Value};
+use kassa_testkit::cli::{self, describe, output};
+use kassa_testkit::frac::{Frac, days_in_year};
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 
 fn kassa(dir: &Path, config: Option<&Path>, as_of: &str) -> Command {
-    let mut command = Command::new(KASSA);
-    command.args(["jobs", "run", "interest", "--data-dir"]).arg(dir).args(["--as-of", as_of]);
+    let mut command = cli::with_data_dir(KASSA, dir, ["jobs", "run", "interest"]);
+    command.args(["--as-of", as_of]).env("KASSA_LOG", "error");
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
-    command.current_dir(dir).env_remove("KASSA_DATABASE_URL").env_remove("KASSA_DATA_DIR").env("KASSA_LOG", "error");
     command
-}
-
-async fn output(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("the kassa binary runs")).await.unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn today() -> Day {
@@ -137,23 +125,15 @@ fn accruals(db: &Path) -> i64 {
     connection.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get(0)).unwrap_or(0)
 }
 
-fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
-}
-
 /// floor(balance × 5 % × days / days-in-year), summed exactly per day.
 fn expected(minor: i64, from: Day, to: Day) -> i64 {
-    let (mut numerator, mut denominator) = (0_i128, 1_i128);
+    let mut sum = Frac::ZERO;
     let mut day = from;
     while day <= to {
-        let year = if day.in_leap_year() { 366 } else { 365 };
-        let (n, d) = (i128::from(minor) * 5, 100 * year);
-        (numerator, denominator) = (numerator * d + n * denominator, denominator * d);
-        let g = gcd(numerator, denominator).max(1);
-        (numerator, denominator) = (numerator / g, denominator / g);
+        sum = sum + Frac::new(i128::from(minor) * 5, 100 * days_in_year(day.year()));
         day = calendar::next_day(day).unwrap();
     }
-    i64::try_from(numerator / denominator).unwrap()
+    i64::try_from(sum.floor()).unwrap()
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
