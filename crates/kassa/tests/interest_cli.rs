@@ -120,11 +120,6 @@ fn interest_of(db: &Path, account: i64) -> (i64, i64) {
         .unwrap()
 }
 
-fn accruals(db: &Path) -> i64 {
-    let Ok(connection) = rusqlite::Connection::open(db) else { return 0 };
-    connection.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get(0)).unwrap_or(0)
-}
-
 /// floor(balance × 5 % × days / days-in-year), summed exactly per day.
 fn expected(minor: i64, from: Day, to: Day) -> i64 {
     let mut sum = Frac::ZERO;
@@ -174,21 +169,33 @@ async fn a_run_posts_the_month_once_and_prints_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_half_way_and_run_again_pays_once() {
     let (dir, config) = setup();
-    let accounts = populate(dir.path(), 60, 250_000).await;
+    // Enough accounts that the run takes many commits (an accrual chunk, a
+    // posting and its record per account): the kill below lands among them,
+    // which the test checks rather than assumes.
+    let accounts = populate(dir.path(), 200, 250_000).await;
     let db = dir.path().join("kassa.db");
     let month_end = today().last_of_month();
     let as_of = month_end.to_string();
+    let watcher = rusqlite::Connection::open(&db).unwrap();
+    let accrued =
+        || watcher.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(accrued(), 0);
     let mut child =
         kassa(dir.path(), Some(&config), &as_of).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // Kill it once it has accrued something (or after 20 s at most).
+    // Kill it as soon as it has accrued something (the deadline only ends
+    // a hung test; the assertions below decide whether the kill was mid-run).
     let started = Instant::now();
-    while accruals(&db) == 0 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while accrued() == 0 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
+    // The process is gone: what it committed is final.
+    let at_kill = accrued();
     let rerun = output(kassa(dir.path(), Some(&config), &as_of)).await;
     assert!(rerun.status.success(), "killed with {status:?}; rerun: {}", describe(&rerun));
+    let total = accrued();
+    assert!(0 < at_kill && at_kill < total, "the kill landed mid-run: {at_kill} of {total} accrual rows written");
     let amount = expected(250_000, today(), month_end);
     for account in accounts {
         assert_eq!(interest_of(&db, account), (1, amount), "account {account}");
