@@ -83,6 +83,18 @@ async fn balance_of(app: &App, token: &str, account: &Value) -> String {
     app.balance(token, id_of(account)).await
 }
 
+/// An app with the given exchange fee and a USD/BYN rate of 3.20/3.25, and
+/// a customer with a BYN account holding 100.00 and an empty USD account.
+async fn byn_and_usd(engine: Engine, fee_basis_points: u32) -> Option<(App, Customer, Value, Value)> {
+    let app = spawn_app_with(engine, vec![], move |settings| settings.fx.fee_basis_points = fee_basis_points).await?;
+    put_rate_ok(&app, "USD", "BYN", "3.20", "3.25", 1).await;
+    let a = app.register(1).await;
+    let byn = open_in(&app, &a.token, "BYN").await;
+    let usd = open_in(&app, &a.token, "USD").await;
+    deposit_in(&app, &byn, "100.00").await;
+    Some((app, a, byn, usd))
+}
+
 // ------------------------------------------------------------------ tests
 
 async fn rates_keep_their_history_and_anyone_reads_them(engine: Engine) {
@@ -233,14 +245,7 @@ async fn an_exchange_records_the_rate_and_both_amounts(engine: Engine) {
 on_both_engines!(an_exchange_records_the_rate_and_both_amounts);
 
 async fn a_three_leg_exchange_failing_on_its_last_leg_leaves_no_trace(engine: Engine) {
-    let Some(app) = spawn_app_with(engine, vec![], |settings| settings.fx.fee_basis_points = 100).await else {
-        return;
-    };
-    put_rate_ok(&app, "USD", "BYN", "3.20", "3.25", 1).await;
-    let a = app.register(1).await;
-    let byn = open_in(&app, &a.token, "BYN").await;
-    let usd = open_in(&app, &a.token, "USD").await;
-    deposit_in(&app, &byn, "100.00").await;
+    let Some((app, a, byn, usd)) = byn_and_usd(engine, 100).await else { return };
     let byn_history = history(&app, &a.token, &byn).await;
 
     // 100.00 BYN covers the amount but not the 1% fee: the fee leg, last
@@ -418,14 +423,7 @@ async fn an_exchange_to_another_customers_account_is_refused(engine: Engine) {
 on_both_engines!(an_exchange_to_another_customers_account_is_refused);
 
 async fn an_idempotency_key_exchanges_once(engine: Engine) {
-    let Some(app) = spawn_app_with(engine, vec![], |settings| settings.fx.fee_basis_points = 50).await else {
-        return;
-    };
-    put_rate_ok(&app, "USD", "BYN", "3.20", "3.25", 1).await;
-    let a = app.register(1).await;
-    let byn = open_in(&app, &a.token, "BYN").await;
-    let usd = open_in(&app, &a.token, "USD").await;
-    deposit_in(&app, &byn, "100.00").await;
+    let Some((app, a, byn, usd)) = byn_and_usd(engine, 50).await else { return };
     let send = |amount: &'static str| {
         let body =
             json!({"from_account": id_of(&byn).to_string(), "to_account": id_of(&usd).to_string(), "amount": amount});
@@ -506,3 +504,50 @@ async fn rates_are_read_from_a_polled_rates_file(engine: Engine) {
     assert!(events.iter().all(|e| e["actor"] == "system" && e["detail"]["source"] == "file"), "{engine:?}");
 }
 on_both_engines!(rates_are_read_from_a_polled_rates_file);
+
+async fn a_keyed_retry_naming_a_card_by_its_number_is_a_replay(engine: Engine) {
+    let Some((app, a, byn, usd)) = byn_and_usd(engine, 0).await else { return };
+    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"}]);
+    let answer = app
+        .post(
+            "/api/v1/accounts",
+            Some(&a.token),
+            json!({"kind": "debit_card", "currency": "BYN", "consents": consents}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{engine:?}: open card: {}", answer.body);
+    let card = answer.body;
+    deposit_in(&app, &card, "50.00").await;
+    let revealed = app
+        .post(&format!("/api/v1/accounts/{}/card/reveal", id_of(&card)), Some(&a.token), json!({"password": PASSWORD}))
+        .await;
+    assert_eq!(revealed.status, 200, "{engine:?}: reveal: {}", revealed.body);
+    let number = revealed.body["number"].as_str().unwrap().to_owned();
+    assert_eq!(number.len(), 16, "{engine:?}: {number}");
+
+    let send = |from: String, to: String, amount: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/exchanges", app.base))
+            .bearer_auth(&a.token)
+            .header("Idempotency-Key", "fx-card-key")
+            .json(&json!({"from_account": from, "to_account": to, "amount": amount}))
+    };
+    let usd_id = id_of(&usd).to_string();
+    let first = app.answer(send(number.clone(), usd_id.clone(), "32.50")).await;
+    assert_eq!(first.status, 201, "{engine:?}: {}", first.body);
+    assert_eq!(first.body["from_account"], id_of(&card), "{engine:?}");
+    // The same request again, by card number and then by account id: a replay.
+    let again = app.answer(send(number.clone(), usd_id.clone(), "32.50")).await;
+    assert_eq!((again.status, &again.body), (201, &first.body), "{engine:?}");
+    let by_id = app.answer(send(id_of(&card).to_string(), usd_id.clone(), "32.50")).await;
+    assert_eq!((by_id.status, &by_id.body), (201, &first.body), "{engine:?}");
+    assert_eq!(balance_of(&app, &a.token, &card).await, "17.50", "{engine:?}: moved once");
+    assert_eq!(balance_of(&app, &a.token, &usd).await, "10.00", "{engine:?}");
+    // A reference that is not a number, or names another account, is a different request.
+    for from in ["not-an-account".to_owned(), id_of(&byn).to_string()] {
+        let other = app.answer(send(from, usd_id.clone(), "32.50")).await;
+        assert_eq!((other.status, other.code()), (422, "idempotency_key_reused"), "{engine:?}: {}", other.body);
+    }
+    assert_eq!(fx_transactions(&app).await.len(), 2, "{engine:?}");
+}
+on_both_engines!(a_keyed_retry_naming_a_card_by_its_number_is_a_replay);

@@ -1,7 +1,8 @@
 //! Interest over HTTP, on SQLite and PostgreSQL: a savings account with a
 //! balance over a month gets one posting of the exact amount at month end;
 //! re-runs pay nothing; the next month carries the remainder; only admins
-//! run the job; a day that is not over is refused unless the bank allows it.
+//! run the job; a day that is not over is refused unless the bank allows it;
+//! a credit card from an approved application is charged on its debt.
 //! Expected amounts are computed here as exact fractions, independently of
 //! the service's fixed-point formula.
 
@@ -19,36 +20,11 @@ mod common;
 use common::*;
 
 use kassa_service::calendar::{self, Day};
-
-fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
-}
-
-/// An exact non-negative fraction.
-#[derive(Clone, Copy, Debug)]
-struct Frac(i128, i128);
-
-impl Frac {
-    fn add(self, other: Frac) -> Frac {
-        let (n, d) = (self.0 * other.1 + other.0 * self.1, self.1 * other.1);
-        let g = gcd(n, d).max(1);
-        Frac(n / g, d / g)
-    }
-    fn floor(self) -> i128 {
-        self.0 / self.1
-    }
-}
-
-fn is_leap(year: i16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
+use kassa_testkit::frac::{Frac, days_in_year};
 
 /// `balance * 5 / 100 / days_in_year` for each day of `days`.
 fn exact_interest(balance_minor: i128, days: &[Day]) -> Frac {
-    days.iter().fold(Frac(0, 1), |sum, day| {
-        let year = if is_leap(day.year()) { 366 } else { 365 };
-        sum.add(Frac(balance_minor * 5, 100 * year))
-    })
+    days.iter().fold(Frac::ZERO, |sum, day| sum + Frac::new(balance_minor * 5, 100 * days_in_year(day.year())))
 }
 
 fn days_between(from: Day, to: Day) -> Vec<Day> {
@@ -133,7 +109,7 @@ async fn savings_interest_posts_once_a_month(engine: Engine) {
     let report = run(&app, next_end).await;
     let second: Vec<&Value> = report["postings"].as_array().unwrap().iter().filter(|p| p["account"] == id).collect();
     assert_eq!(second.len(), 1, "{report}");
-    let total = exact.add(exact_interest(after_first, &next_days));
+    let total = exact + exact_interest(after_first, &next_days);
     assert_eq!(exact.floor() + minor(second[0]["amount"].as_str().unwrap()), total.floor(), "{report}");
     assert_eq!(minor(&app.balance(&customer.token, id).await), 100_000 + total.floor());
     // And again: nothing.
@@ -174,3 +150,77 @@ async fn only_admins_run_the_job_and_only_for_days_that_are_over(engine: Engine)
     assert_eq!(answer.body["as_of"], yesterday);
 }
 on_both_engines!(only_admins_run_the_job_and_only_for_days_that_are_over);
+
+/// Minor units of a signed decimal amount ("-300.42" → -30042).
+fn signed_minor(text: &str) -> i128 {
+    match text.strip_prefix('-') {
+        Some(rest) => -minor(rest),
+        None => minor(text),
+    }
+}
+
+/// A credit card opened the way a customer gets one — an application a
+/// manager approves with a limit — is charged the product's 24 % on its
+/// negative balance, once, at month end.
+async fn a_card_from_an_approved_application_is_charged_interest(engine: Engine) {
+    let Some(app) = spawn_app_with(engine, vec![], |settings| settings.interest.future_days_allowed = true).await
+    else {
+        return;
+    };
+    let customer = app.register(1).await;
+    let payee = app.register(2).await;
+    let payee_account = app.open_account(&payee.token).await;
+    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
+                          {"document": "credit", "version": "2026-01"}]);
+    let applied = app
+        .post(
+            "/api/v1/applications",
+            Some(&customer.token),
+            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": "1000.00", "consents": consents}),
+        )
+        .await;
+    assert_eq!(applied.status, 201, "{engine:?}: apply: {}", applied.body);
+    let application = applied.body["id"].as_i64().unwrap();
+    let approved = app
+        .post(
+            &format!("/api/v1/staff/applications/{application}/approve"),
+            Some(&app.manager),
+            json!({"credit_limit": "500.00"}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{engine:?}: approve: {}", approved.body);
+    let card = approved.body["account"].as_i64().unwrap();
+
+    // Spend into the limit: a transfer to another customer.
+    let paid = app
+        .post(
+            "/api/v1/transfers",
+            Some(&customer.token),
+            json!({"from_account": card.to_string(), "to_account": payee_account["number"], "amount": "300.00", "currency": "BYN"}),
+        )
+        .await;
+    assert_eq!(paid.status, 201, "{engine:?}: pay: {}", paid.body);
+    assert_eq!(signed_minor(&app.balance(&customer.token, card).await), -30_000, "{engine:?}");
+
+    // The month in one run: 24 % a year on 300.00 from today to month end.
+    let month_end = today().last_of_month();
+    let exact = days_between(today(), month_end)
+        .iter()
+        .fold(Frac::ZERO, |sum, day| sum + Frac::new(30_000 * 24, 100 * days_in_year(day.year())));
+    let report = run(&app, month_end).await;
+    assert_eq!(report["complete"], true, "{engine:?}: {report}");
+    assert!(report["failures"].as_array().unwrap().is_empty(), "{engine:?}: {report}");
+    let charges: Vec<&Value> = report["postings"].as_array().unwrap().iter().filter(|p| p["account"] == card).collect();
+    assert_eq!(charges.len(), 1, "{engine:?}: {report}");
+    assert_eq!(charges[0]["direction"], "charge", "{engine:?}: {report}");
+    assert_eq!(charges[0]["overdraft"], false, "{engine:?}: within the limit: {report}");
+    assert_eq!(minor(charges[0]["amount"].as_str().unwrap()), exact.floor(), "{engine:?}: {report}");
+    assert!(exact.floor() > 0, "{engine:?}: a month of 24 % on 300.00 is at least a kopeck");
+    assert_eq!(signed_minor(&app.balance(&customer.token, card).await), -30_000 - exact.floor(), "{engine:?}");
+    // The payee's account earns nothing, and a second run charges nothing more.
+    let again = run(&app, month_end).await;
+    assert!(again["postings"].as_array().unwrap().is_empty(), "{engine:?}: {again}");
+    assert_eq!(signed_minor(&app.balance(&customer.token, card).await), -30_000 - exact.floor(), "{engine:?}");
+    assert_eq!(app.balance(&payee.token, id_of(&payee_account)).await, "300.00", "{engine:?}");
+}
+on_both_engines!(a_card_from_an_approved_application_is_charged_interest);

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::accounts::{resolve_account, system_account};
 use crate::country::FieldProblem;
-use crate::money::{Idempotency, TransferView, check_idempotency_key, derived_id, new_id, transfer_view};
+use crate::money::{self, Idempotency, Side, TransferView, check_idempotency_key, derived_id, new_id, transfer_view};
 use crate::people::rfc3339;
 use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult, page_cursor, page_limit};
 
@@ -338,8 +338,8 @@ fn current_rate(tx: &mut dyn Tx, from: Currency, to: Currency) -> Result<Option<
         &[Value::from(from.code()), Value::from(to.code())],
     )?;
     let Some(row) = row else { return Ok(None) };
-    let base = Currency::from_code(&row.text(1)?).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let quote = Currency::from_code(&row.text(2)?).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let base = stored_currency(&row.text(1)?)?;
+    let quote = stored_currency(&row.text(2)?)?;
     let (rate_e8, direction) =
         if base == from { (row.int(4)?, Direction::BankBuysBase) } else { (row.int(5)?, Direction::BankSellsBase) };
     Ok(Some((Locked { rate_id: row.int(0)?, base, quote, unit: row.int(3)?, rate_e8, direction }, row.int(6)?)))
@@ -361,34 +361,28 @@ fn price(amount: Amount, from: Currency, to: Currency, locked: &Locked, fee_bp: 
     Ok((credit, fee))
 }
 
-/// An account as an exchange needs it.
-struct Side {
-    id: i64,
-    owner: Option<i64>,
-    currency: Currency,
+/// The account a reference names (money.rs's [`Side`]), with its currency.
+fn side(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<(Side, Currency)>, ServiceError> {
+    let Some(id) = resolve_account(tx, field, reference)? else { return Ok(None) };
+    money::side(tx, id)?
+        .map(|side| {
+            let currency = stored_currency(&side.currency)?;
+            Ok((side, currency))
+        })
+        .transpose()
 }
 
-fn side(tx: &mut dyn Tx, field: &str, reference: &str) -> Result<Option<Side>, ServiceError> {
-    let Some(id) = resolve_account(tx, field, reference)? else { return Ok(None) };
-    let row = tx.query_opt(
-        "SELECT a.id, d.customer_id, a.currency FROM accounts a LEFT JOIN account_details d ON d.account_id = a.id \
-         WHERE a.id = $1",
-        &[Value::Int(id)],
-    )?;
-    row.map(|row| {
-        Ok(Side {
-            id: row.int(0)?,
-            owner: row.opt_int(1)?,
-            currency: Currency::from_code(&row.text(2)?).map_err(|e| ServiceError::Internal(e.to_string()))?,
-        })
-    })
-    .transpose()
+/// A currency code read back from the database.
+fn stored_currency(code: &str) -> Result<Currency, ServiceError> {
+    Currency::from_code(code).map_err(|e| ServiceError::Internal(e.to_string()))
 }
 
 /// Everything an exchange decided before the ledger sees it.
 struct Plan {
     from: Side,
+    from_currency: Currency,
     to: Side,
+    to_currency: Currency,
     amount: Amount,
     locked: Locked,
     quote_id: Option<String>,
@@ -786,16 +780,27 @@ impl Bank {
         let settings = self.settings.fx.clone();
         let now = now_us();
         let plan = sql::read(&*self.db, move |tx| plan(tx, me, &form, now, &settings)).await?;
-        let Plan { from, to, amount, locked, quote_id, from_position, to_position, fee_income } = plan;
-        let (credit, fee) = price(amount, from.currency, to.currency, &locked, self.settings.fx.fee_basis_points)?;
+        let Plan {
+            from,
+            from_currency,
+            to,
+            to_currency,
+            amount,
+            locked,
+            quote_id,
+            from_position,
+            to_position,
+            fee_income,
+        } = plan;
+        let (credit, fee) = price(amount, from_currency, to_currency, &locked, self.settings.fx.fee_basis_points)?;
         let rate = format_rate(locked.rate_e8);
-        let debit_text = amount.format(from.currency);
-        let credit_text = Amount::from_minor(credit).format(to.currency);
-        let fee_text = Amount::from_minor(fee).format(from.currency);
+        let debit_text = amount.format(from_currency);
+        let credit_text = Amount::from_minor(credit).format(to_currency);
+        let fee_text = Amount::from_minor(fee).format(from_currency);
         let description = format!(
             "Exchange {debit_text} {} → {credit_text} {} at {rate} {} per {} {}",
-            from.currency.code(),
-            to.currency.code(),
+            from_currency.code(),
+            to_currency.code(),
             locked.quote.code(),
             locked.unit,
             locked.base.code()
@@ -807,18 +812,18 @@ impl Bank {
             transfer.kind = kind;
             transfer.linked = true;
             transfer.description = if kind == TransferKind::Fee {
-                format!("Exchange fee {fee_text} {} ({} bp)", from.currency.code(), self.settings.fx.fee_basis_points)
+                format!("Exchange fee {fee_text} {} ({} bp)", from_currency.code(), self.settings.fx.fee_basis_points)
             } else {
                 description.clone()
             };
             transfer
         };
         let mut transfers = vec![
-            leg(0, from.id, from_position, amount, from.currency, TransferKind::Fx),
-            leg(1, to_position, to.id, credit_amount, to.currency, TransferKind::Fx),
+            leg(0, from.id, from_position, amount, from_currency, TransferKind::Fx),
+            leg(1, to_position, to.id, credit_amount, to_currency, TransferKind::Fx),
         ];
         if fee > 0 {
-            transfers.push(leg(2, from.id, fee_income, fee_amount, from.currency, TransferKind::Fee));
+            transfers.push(leg(2, from.id, fee_income, fee_amount, from_currency, TransferKind::Fee));
         }
         if let Some(last) = transfers.last_mut() {
             last.linked = false;
@@ -827,8 +832,8 @@ impl Bank {
             customers: vec![me],
             from_account: from.id,
             to_account: to.id,
-            from_currency: from.currency.code().into(),
-            to_currency: to.currency.code().into(),
+            from_currency: from_currency.code().into(),
+            to_currency: to_currency.code().into(),
             amount_minor: amount.minor(),
             rate_id: locked.rate_id,
             base: locked.base.code().into(),
@@ -892,24 +897,28 @@ impl Bank {
         .await?;
         let Some(detail) = detail else { return Ok(None) };
         let meta: ExchangeMeta = serde_json::from_str(&detail).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let from = Currency::from_code(&meta.from_currency).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let from = stored_currency(&meta.from_currency)?;
         let same_amount = form
             .amount
             .as_deref()
             .and_then(|text| Amount::parse(text, from, AmountPolicy::Positive).ok())
             .is_some_and(|amount| amount.minor() == meta.amount_minor);
         let same_quote = form.quote_id == meta.quote_id;
-        let names = |reference: &Option<String>, id: i64| {
-            reference
-                .as_deref()
-                .map(str::trim)
-                .is_some_and(|r| r == id.to_string() || !r.bytes().all(|b| b.is_ascii_digit()))
-        };
-        if !same_amount
-            || !same_quote
-            || !names(&form.from_account, meta.from_account)
-            || !names(&form.to_account, meta.to_account)
-        {
+        // The retry may name the accounts differently (id, account number, card
+        // number): resolve each reference and compare the ids.
+        let references = (form.from_account.clone(), form.to_account.clone());
+        let (from_id, to_id) = sql::read(&*self.db, move |tx| {
+            let mut resolve = |field: &str, reference: &Option<String>| match reference {
+                Some(reference) => match resolve_account(tx, field, reference) {
+                    Err(ServiceError::Invalid(_)) => Ok(None),
+                    other => other,
+                },
+                None => Ok::<_, ServiceError>(None),
+            };
+            Ok::<_, ServiceError>((resolve("from_account", &references.0)?, resolve("to_account", &references.1)?))
+        })
+        .await?;
+        if !same_amount || !same_quote || from_id != Some(meta.from_account) || to_id != Some(meta.to_account) {
             return Err(ServiceError::Refused(
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used for a different request".into(),
@@ -950,11 +959,11 @@ fn usable_rate(tx: &mut dyn Tx, from: Currency, to: Currency, now: i64, max_age_
 /// Reads and checks everything an exchange needs.
 fn plan(tx: &mut dyn Tx, me: i64, form: &ExchangeForm, now: i64, settings: &FxSettings) -> ServiceResult<Plan> {
     let not_yours = || ServiceError::NotFound("account_not_found", "no such account of yours");
-    let from = side(tx, "from_account", form.from_account.as_deref().unwrap_or(""))?
-        .filter(|side| side.owner == Some(me))
+    let (from, from_currency) = side(tx, "from_account", form.from_account.as_deref().unwrap_or(""))?
+        .filter(|(side, _)| side.owner == Some(me))
         .ok_or_else(not_yours)?;
-    let to = side(tx, "to_account", form.to_account.as_deref().unwrap_or(""))?
-        .filter(|side| side.owner.is_some())
+    let (to, to_currency) = side(tx, "to_account", form.to_account.as_deref().unwrap_or(""))?
+        .filter(|(side, _)| side.owner.is_some())
         .ok_or(ServiceError::NotFound("account_not_found", "no such account"))?;
     if to.owner != Some(me) {
         return Err(ServiceError::Refused(
@@ -962,16 +971,16 @@ fn plan(tx: &mut dyn Tx, me: i64, form: &ExchangeForm, now: i64, settings: &FxSe
             "an exchange is between your own accounts; pay someone else with a transfer".into(),
         ));
     }
-    if from.currency == to.currency {
+    if from_currency == to_currency {
         return Err(ServiceError::Refused(
             "same_currency",
             "both accounts hold the same currency; use a transfer".into(),
         ));
     }
     let amount =
-        parse_amount_in("amount", form.amount.as_deref(), from.currency).map_err(|p| ServiceError::Invalid(vec![p]))?;
+        parse_amount_in("amount", form.amount.as_deref(), from_currency).map_err(|p| ServiceError::Invalid(vec![p]))?;
     let (locked, quote_id) = match form.quote_id.as_deref() {
-        None => (usable_rate(tx, from.currency, to.currency, now, settings.rate_max_age_s)?, None),
+        None => (usable_rate(tx, from_currency, to_currency, now, settings.rate_max_age_s)?, None),
         Some(id) => {
             let row = tx
                 .query_opt(
@@ -984,24 +993,24 @@ fn plan(tx: &mut dyn Tx, me: i64, form: &ExchangeForm, now: i64, settings: &FxSe
             if row.int(4)? <= now {
                 return Err(ServiceError::Refused("quote_expired", "the quote has expired; ask for a new one".into()));
             }
-            if row.text(5)? != from.currency.code() || row.text(6)? != to.currency.code() {
+            if row.text(5)? != from_currency.code() || row.text(6)? != to_currency.code() {
                 return Err(ServiceError::Refused(
                     "quote_mismatch",
                     format!("the quote is for {} → {}", row.text(5)?, row.text(6)?),
                 ));
             }
-            let base = Currency::from_code(&row.text(8)?).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let quote = Currency::from_code(&row.text(7)?).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let direction = if base == from.currency { Direction::BankBuysBase } else { Direction::BankSellsBase };
+            let base = stored_currency(&row.text(8)?)?;
+            let quote = stored_currency(&row.text(7)?)?;
+            let direction = if base == from_currency { Direction::BankBuysBase } else { Direction::BankSellsBase };
             let locked =
                 Locked { rate_id: row.int(0)?, base, quote, unit: row.int(2)?, rate_e8: row.int(3)?, direction };
             (locked, Some(id.to_owned()))
         }
     };
-    let from_position = system_account(tx, "fx_position", from.currency.code())?;
-    let to_position = system_account(tx, "fx_position", to.currency.code())?;
-    let fee_income = system_account(tx, "fee_income", from.currency.code())?;
-    Ok(Plan { from, to, amount, locked, quote_id, from_position, to_position, fee_income })
+    let from_position = system_account(tx, "fx_position", from_currency.code())?;
+    let to_position = system_account(tx, "fx_position", to_currency.code())?;
+    let fee_income = system_account(tx, "fee_income", from_currency.code())?;
+    Ok(Plan { from, from_currency, to, to_currency, amount, locked, quote_id, from_position, to_position, fee_income })
 }
 
 #[cfg(test)]

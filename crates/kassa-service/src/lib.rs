@@ -20,6 +20,7 @@ pub mod fx;
 pub mod interest;
 pub mod journal;
 pub mod limits;
+pub mod mask;
 pub mod money;
 pub mod notify;
 pub mod people;

@@ -191,9 +191,9 @@ fn check_description(problems: &mut Vec<FieldProblem>, description: Option<&str>
 /// inside the batch that moves the money.
 #[derive(Clone, Debug)]
 pub(crate) struct Side {
-    id: i64,
-    owner: Option<i64>,
-    currency: String,
+    pub(crate) id: i64,
+    pub(crate) owner: Option<i64>,
+    pub(crate) currency: String,
 }
 
 /// Accounts by the reference a client gave (an id or a number), per
@@ -221,7 +221,7 @@ impl SideCache {
     }
 }
 
-fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
+pub(crate) fn side(tx: &mut dyn Tx, id: i64) -> Result<Option<Side>, StoreError> {
     tx.query_opt(
         "SELECT a.id, d.customer_id, a.currency FROM accounts a LEFT JOIN account_details d ON d.account_id = a.id \
          WHERE a.id = $1",

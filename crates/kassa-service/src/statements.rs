@@ -221,12 +221,6 @@ pub fn check_query(query: &StatementQuery) -> ServiceResult<(Day, Day, Statement
     }
 }
 
-/// First name and the initial of the last name.
-fn masked(first: &str, last: &str) -> String {
-    let initial: String = last.chars().take(1).collect();
-    if initial.is_empty() { first.to_owned() } else { format!("{first} {initial}.") }
-}
-
 /// What the bank's own account of a kind is called on a statement.
 fn system_name(kind: &str) -> &'static str {
     match kind {
@@ -277,7 +271,7 @@ impl Bank {
             let (from, to, format) = checked;
             let holder = tx
                 .query_opt("SELECT first_name, last_name FROM customers WHERE id = $1", &[Value::Int(view.owner)])?
-                .map(|row| Ok::<_, ServiceError>(masked(&row.text(0)?, &row.text(1)?)))
+                .map(|row| Ok::<_, ServiceError>(crate::mask::name(&row.text(0)?, &row.text(1)?)))
                 .transpose()?
                 .unwrap_or_default();
             let detail = json!({
@@ -452,7 +446,7 @@ impl Bank {
                 .iter()
                 .map(|row| {
                     let name = match (row.opt_text(3)?, row.opt_text(4)?) {
-                        (Some(first), Some(last)) => masked(&first, &last),
+                        (Some(first), Some(last)) => crate::mask::name(&first, &last),
                         _ => system_name(&row.text(2)?).to_owned(),
                     };
                     Ok((row.int(0)?, (row.text(1)?, name)))

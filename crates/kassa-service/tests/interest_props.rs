@@ -12,9 +12,13 @@
 //! - A credit card's negative balance is charged, and the charge may take it
 //!   past its limit: reported by the run and by the books' check.
 //!
-//! Credit-card accounts cannot be opened through the API on this branch, so
-//! the card here is made directly in the test database (a `credit_card`
-//! product and account rows), and money moves through the ledger.
+//! Here the card is made directly in the test database (a `credit_card`
+//! product and account rows) and money moves through the ledger, to reach
+//! states the API would take long to build (a charge past the limit). The
+//! way customers get a card — an application a manager approves — and its
+//! interest charge are tested over HTTP in
+//! `crates/kassa-http/tests/interest.rs`
+//! (`a_card_from_an_approved_application_is_charged_interest`).
 
 #![allow(
     clippy::unwrap_used,
@@ -37,40 +41,15 @@ use kassa_service::people::Registration;
 use kassa_service::{Bank, BankIdentity, Caller, SecretBytes, Settings};
 use kassa_store::sql::{self, Database, Value};
 use kassa_store::{CheckReport, LedgerStore, StoreError};
+use kassa_testkit::frac::{Frac, days_in_year};
 use proptest::prelude::*;
 
 // ------------------------------------------------------------- the maths
 
-fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
-}
-
-/// An exact fraction, always reduced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Frac(i128, i128);
-
-impl Frac {
-    fn new(n: i128, d: i128) -> Frac {
-        let g = gcd(n, d).max(1);
-        Frac(n / g, d / g)
-    }
-    fn add(self, other: Frac) -> Frac {
-        Frac::new(self.0 * other.1 + other.0 * self.1, self.1 * other.1)
-    }
-    fn floor(self) -> i128 {
-        self.0.div_euclid(self.1)
-    }
-}
-
-fn is_leap(year: i16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
 /// The exact interest of one day: balance × (units / 10^decimals) / days in
 /// the day's year.
 fn exact_day(balance: i64, rate_units: i64, decimals: u32, day: Day) -> Frac {
-    let year = if is_leap(day.year()) { 366 } else { 365 };
-    Frac::new(i128::from(balance) * i128::from(rate_units), 10_i128.pow(decimals) * year)
+    Frac::new(i128::from(balance) * i128::from(rate_units), 10_i128.pow(decimals) * days_in_year(day.year()))
 }
 
 fn rate_text(units: i64, decimals: u32) -> String {
@@ -108,13 +87,13 @@ proptest! {
         prop_assert_eq!(rate.units, i128::from(rate_units) * 10_i128.pow(12 - decimals), "{}", text);
         let mut day = day_at(start);
         let (mut carry, mut accrued) = (0_i64, 0_i128);
-        let mut exact = Frac(0, 1);
+        let mut exact = Frac::ZERO;
         for (balance, days) in segments {
             for _ in 0..days {
                 let step = accrue_day(balance, rate, day, carry).unwrap();
                 carry = step.carry;
                 accrued += i128::from(step.accrued_minor);
-                exact = exact.add(exact_day(balance, rate_units, decimals, day));
+                exact = exact + exact_day(balance, rate_units, decimals, day);
                 prop_assert_eq!(accrued, exact.floor(), "{} on {}", text, day);
                 // carry / CARRY_UNITS == exact - floor(exact)
                 let rest = exact.0 - exact.floor() * exact.1;
@@ -400,7 +379,7 @@ async fn an_aborted_run_task_pays_once_on_the_rerun(postgres: bool) {
         days.push(day);
         day = calendar::next_day(day).unwrap();
     }
-    let exact = days.iter().fold(Frac(0, 1), |sum, day| sum.add(exact_day(100_000, 5, 2, *day)));
+    let exact = days.iter().fold(Frac::ZERO, |sum, day| sum + exact_day(100_000, 5, 2, *day));
     for attempt in 0..3_u64 {
         let runner = bank.bank.clone();
         let task =
@@ -479,10 +458,10 @@ async fn a_card_is_charged_past_its_limit_and_it_is_reported(postgres: bool) {
     let charge = report.postings.iter().find(|p| p.account == card).expect("the card was charged");
     assert_eq!(charge.direction, "charge");
     assert!(charge.overdraft, "{charge:?}");
-    let mut exact = Frac(0, 1);
+    let mut exact = Frac::ZERO;
     let mut day = today();
     while day <= as_of {
-        exact = exact.add(exact_day(50_000, 24, 2, day));
+        exact = exact + exact_day(50_000, 24, 2, day);
         day = calendar::next_day(day).unwrap();
     }
     assert!(exact.floor() > 0);

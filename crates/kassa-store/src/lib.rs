@@ -392,4 +392,127 @@ mod tests {
             assert!(error.contains("sqlite"), "{error}");
         }
     }
+
+    // ------------------------------------------------ journal_with_outcomes
+
+    use kassa_core::Currency;
+    use kassa_core::ledger::{AccountKind, AccountStatus, Balances, LedgerState, TransferError, apply_batch};
+
+    /// A ledger with a cash desk (1, may go below zero) and two customer
+    /// accounts (2 holding 100 minor units, 3 empty) that may not.
+    fn ledger() -> LedgerState {
+        let mut state = LedgerState::default();
+        for (id, kind) in [(1, AccountKind::Cash), (2, AccountKind::Current), (3, AccountKind::Current)] {
+            let account = Account {
+                id: AccountId(id),
+                number: format!("A{id}"),
+                owner: if kind.is_system() { None } else { Some(id) },
+                currency: Currency::BYN,
+                kind,
+                status: AccountStatus::Active,
+                credit_limit: Amount::ZERO,
+                balances: Balances::default(),
+                bank_overdraft: false,
+                last_seq: None,
+                created_at_us: 0,
+            };
+            state.accounts.insert(AccountId(id), account);
+        }
+        let mut seq = 0;
+        let funded = apply_batch(&mut state, &[vec![transfer(1, 1, 2, 100, false)]], 1, &mut || {
+            seq += 1;
+            seq
+        });
+        assert!(funded.outcomes[0][0].is_ok());
+        state
+    }
+
+    fn transfer(id: u128, debit: i64, credit: i64, minor: i64, linked: bool) -> NewTransfer {
+        NewTransfer {
+            linked,
+            ..NewTransfer::single(
+                TransferId(id),
+                AccountId(debit),
+                AccountId(credit),
+                Amount::from_minor(minor),
+                Currency::BYN,
+            )
+        }
+    }
+
+    /// Runs `requests` through the ledger's batch engine (real outcomes, not
+    /// hand-made ones) and journals each request with one draft.
+    fn journaled(requests: &[Vec<NewTransfer>]) -> (Vec<Vec<TransferOutcome>>, Vec<AuditDraft>) {
+        let mut state = ledger();
+        let mut seq = 100;
+        let effects = apply_batch(&mut state, requests, 2, &mut || {
+            seq += 1;
+            seq
+        });
+        let drafts = (0..requests.len())
+            .map(|n| {
+                Some(AuditDraft {
+                    action: "transfer.create".into(),
+                    subject: format!("request:{n}"),
+                    ..AuditDraft::default()
+                })
+            })
+            .collect();
+        let events = journal_with_outcomes(drafts, &effects.outcomes);
+        (effects.outcomes, events)
+    }
+
+    fn codes(outcomes: &[TransferOutcome]) -> Vec<&'static str> {
+        outcomes.iter().map(|o| o.as_ref().err().map_or("ok", TransferError::code)).collect()
+    }
+
+    #[test]
+    fn a_chain_failing_in_the_middle_is_journaled_with_the_failing_members_code() {
+        // 2 → 3 (50), then 2 → 3 (80: only 50 left), then 3 → 1: the middle
+        // member fails and the whole chain is undone.
+        let chain = vec![transfer(10, 2, 3, 50, true), transfer(11, 2, 3, 80, true), transfer(12, 3, 1, 10, false)];
+        let (outcomes, events) = journaled(&[chain]);
+        assert_eq!(
+            codes(&outcomes[0]),
+            ["linked_transfer_failed", "insufficient_funds", "linked_transfer_failed"],
+            "the ledger's own outcomes"
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, "insufficient_funds");
+        assert_eq!(events[0].subject, "request:0");
+    }
+
+    #[test]
+    fn two_chains_in_one_request_report_the_failed_ones_code_and_other_requests_stay_ok() {
+        // Request 0: a chain that succeeds (2 → 3 → 1), then one that fails
+        // on its first member (3 holds nothing once the first chain moved it
+        // on). Request 1: a plain transfer that succeeds. Request 2: no
+        // draft, so no event.
+        let good = vec![transfer(20, 2, 3, 30, true), transfer(21, 3, 1, 30, false)];
+        let bad = vec![transfer(22, 3, 2, 5, true), transfer(23, 2, 1, 5, false)];
+        let request = [good, bad].concat();
+        let (outcomes, events) = journaled(&[request.clone(), vec![transfer(30, 2, 1, 1, false)]]);
+        assert_eq!(codes(&outcomes[0]), ["ok", "ok", "insufficient_funds", "linked_transfer_failed"]);
+        assert_eq!(codes(&outcomes[1]), ["ok"]);
+        assert_eq!(
+            events.iter().map(|e| (e.subject.as_str(), e.outcome.as_str())).collect::<Vec<_>>(),
+            [("request:0", "insufficient_funds"), ("request:1", "ok")]
+        );
+        // The failing chain first, the good one second: the same code.
+        let swapped = [request[2..].to_vec(), request[..2].to_vec()].concat();
+        let (outcomes, events) = journaled(&[swapped]);
+        assert_eq!(codes(&outcomes[0]), ["insufficient_funds", "linked_transfer_failed", "ok", "ok"]);
+        assert_eq!(events[0].outcome, "insufficient_funds");
+    }
+
+    #[test]
+    fn a_request_without_a_draft_is_not_journaled() {
+        let mut state = ledger();
+        let mut seq = 100;
+        let effects = apply_batch(&mut state, &[vec![transfer(40, 2, 3, 1, false)]], 2, &mut || {
+            seq += 1;
+            seq
+        });
+        assert!(journal_with_outcomes(vec![None], &effects.outcomes).is_empty());
+    }
 }

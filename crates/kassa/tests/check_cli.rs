@@ -7,13 +7,14 @@
 #![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use kassa_core::ledger::{AccountKind, NewAccount, NewTransfer, TransferKind, TransferOp};
 use kassa_core::{AccountId, Amount, Currency, TransferId};
 use kassa_ledger::{Ledger, LedgerConfig};
 use kassa_store::LedgerStore;
+use kassa_testkit::cli::{self, describe};
 use kassa_testkit::postgres::TempPostgres;
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
@@ -21,27 +22,9 @@ const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 /// Runs `kassa check` with `url`, from `cwd` and with no database settings
 /// inherited from the environment, on a blocking thread.
 async fn run_check(url: &str, cwd: &Path) -> Output {
-    let (url, cwd) = (url.to_owned(), cwd.to_owned());
-    tokio::task::spawn_blocking(move || {
-        Command::new(KASSA)
-            .args(["check", "--database-url", &url])
-            .current_dir(cwd)
-            .env_remove("KASSA_DATABASE_URL")
-            .env_remove("KASSA_DATA_DIR")
-            .output()
-            .expect("the kassa binary runs")
-    })
-    .await
-    .expect("the check thread finished")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    let mut command = cli::command(KASSA, cwd);
+    command.args(["check", "--database-url", url]);
+    cli::output(command).await
 }
 
 fn transfer(id: u128, debit: AccountId, credit: AccountId, minor: i64, kind: TransferKind) -> NewTransfer {

@@ -13,7 +13,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,30 +25,18 @@ use kassa_service::people::Registration;
 use kassa_service::{Bank, BankIdentity, Caller, SecretBytes, Settings};
 use kassa_store::LedgerStore;
 use kassa_store::sql::{self, Database, Value};
+use kassa_testkit::cli::{self, describe, output};
+use kassa_testkit::frac::{Frac, days_in_year};
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 
 fn kassa(dir: &Path, config: Option<&Path>, as_of: &str) -> Command {
-    let mut command = Command::new(KASSA);
-    command.args(["jobs", "run", "interest", "--data-dir"]).arg(dir).args(["--as-of", as_of]);
+    let mut command = cli::with_data_dir(KASSA, dir, ["jobs", "run", "interest"]);
+    command.args(["--as-of", as_of]).env("KASSA_LOG", "error");
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
-    command.current_dir(dir).env_remove("KASSA_DATABASE_URL").env_remove("KASSA_DATA_DIR").env("KASSA_LOG", "error");
     command
-}
-
-async fn output(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("the kassa binary runs")).await.unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn today() -> Day {
@@ -132,28 +120,15 @@ fn interest_of(db: &Path, account: i64) -> (i64, i64) {
         .unwrap()
 }
 
-fn accruals(db: &Path) -> i64 {
-    let Ok(connection) = rusqlite::Connection::open(db) else { return 0 };
-    connection.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get(0)).unwrap_or(0)
-}
-
-fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
-}
-
 /// floor(balance × 5 % × days / days-in-year), summed exactly per day.
 fn expected(minor: i64, from: Day, to: Day) -> i64 {
-    let (mut numerator, mut denominator) = (0_i128, 1_i128);
+    let mut sum = Frac::ZERO;
     let mut day = from;
     while day <= to {
-        let year = if day.in_leap_year() { 366 } else { 365 };
-        let (n, d) = (i128::from(minor) * 5, 100 * year);
-        (numerator, denominator) = (numerator * d + n * denominator, denominator * d);
-        let g = gcd(numerator, denominator).max(1);
-        (numerator, denominator) = (numerator / g, denominator / g);
+        sum = sum + Frac::new(i128::from(minor) * 5, 100 * days_in_year(day.year()));
         day = calendar::next_day(day).unwrap();
     }
-    i64::try_from(numerator / denominator).unwrap()
+    i64::try_from(sum.floor()).unwrap()
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -194,21 +169,33 @@ async fn a_run_posts_the_month_once_and_prints_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_half_way_and_run_again_pays_once() {
     let (dir, config) = setup();
-    let accounts = populate(dir.path(), 60, 250_000).await;
+    // Enough accounts that the run takes many commits (an accrual chunk, a
+    // posting and its record per account): the kill below lands among them,
+    // which the test checks rather than assumes.
+    let accounts = populate(dir.path(), 200, 250_000).await;
     let db = dir.path().join("kassa.db");
     let month_end = today().last_of_month();
     let as_of = month_end.to_string();
+    let watcher = rusqlite::Connection::open(&db).unwrap();
+    let accrued =
+        || watcher.query_row("SELECT COUNT(*) FROM interest_accruals", [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(accrued(), 0);
     let mut child =
         kassa(dir.path(), Some(&config), &as_of).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // Kill it once it has accrued something (or after 20 s at most).
+    // Kill it as soon as it has accrued something (the deadline only ends
+    // a hung test; the assertions below decide whether the kill was mid-run).
     let started = Instant::now();
-    while accruals(&db) == 0 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while accrued() == 0 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
+    // The process is gone: what it committed is final.
+    let at_kill = accrued();
     let rerun = output(kassa(dir.path(), Some(&config), &as_of)).await;
     assert!(rerun.status.success(), "killed with {status:?}; rerun: {}", describe(&rerun));
+    let total = accrued();
+    assert!(0 < at_kill && at_kill < total, "the kill landed mid-run: {at_kill} of {total} accrual rows written");
     let amount = expected(250_000, today(), month_end);
     for account in accounts {
         assert_eq!(interest_of(&db, account), (1, amount), "account {account}");

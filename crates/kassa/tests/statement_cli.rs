@@ -11,7 +11,7 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use kassa_core::ledger::{NewTransfer, TransferKind, TransferOp};
@@ -20,6 +20,7 @@ use kassa_ledger::{Ledger, LedgerConfig};
 use kassa_service::{Bank, BankIdentity, Caller, Role, SecretBytes, Settings, SignedIn};
 use kassa_store::LedgerStore;
 use kassa_store::sql::Database;
+use kassa_testkit::cli::{self, describe};
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 
@@ -33,30 +34,16 @@ fn march(day: i64, hour: i64, minute: i64) -> i64 {
 }
 
 async fn run(dir: &Path, args: &[&str]) -> Output {
-    let (dir, args) = (dir.to_owned(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
-    tokio::task::spawn_blocking(move || {
-        Command::new(KASSA)
-            .arg("statement")
-            .args(&args)
-            .arg("--data-dir")
-            .arg(&dir)
-            .current_dir(&dir)
-            .env_remove("KASSA_DATABASE_URL")
-            .env_remove("KASSA_DATA_DIR")
-            .output()
-            .expect("the kassa binary runs")
-    })
-    .await
-    .expect("the command's thread finished")
+    let mut command = cli::with_data_dir(KASSA, dir, ["statement"]);
+    command.args(args);
+    cli::output(command).await
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// `kassa statement` of the account for 10–11 March into a file.
+async fn export(dir: &Path, number: &str, format: &str, path: &Path) -> Output {
+    let path = path.to_str().unwrap();
+    run(dir, &["--account", number, "--from", "2026-03-10", "--to", "2026-03-11", "--format", format, "--output", path])
+        .await
 }
 
 fn transfer(id: u8, debit: i64, credit: i64, minor: i64, kind: TransferKind, description: &str) -> NewTransfer {
@@ -156,22 +143,7 @@ async fn kassa_statement_exports_json_csv_and_xlsx() {
     )
     .await;
     assert_eq!(csv.status.code(), Some(2), "--output needs a file: {}", describe(&csv));
-    let csv = run(
-        dir.path(),
-        &[
-            "--account",
-            &number,
-            "--from",
-            "2026-03-10",
-            "--to",
-            "2026-03-11",
-            "--format",
-            "csv",
-            "--output",
-            csv_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let csv = export(dir.path(), &number, "csv", &csv_path).await;
     assert_eq!(csv.status.code(), Some(0), "{}", describe(&csv));
     assert!(csv.stdout.is_empty(), "{}", describe(&csv));
     let text = std::fs::read_to_string(&csv_path).unwrap();
@@ -184,22 +156,7 @@ async fn kassa_statement_exports_json_csv_and_xlsx() {
     assert!(records[6].starts_with("2026-03-11,,closing_balance,Closing balance,,,,,44.00,BYN"), "{text}");
 
     let xlsx_path = dir.path().join("march.xlsx");
-    let xlsx = run(
-        dir.path(),
-        &[
-            "--account",
-            &number,
-            "--from",
-            "2026-03-10",
-            "--to",
-            "2026-03-11",
-            "--format",
-            "xlsx",
-            "--output",
-            xlsx_path.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let xlsx = export(dir.path(), &number, "xlsx", &xlsx_path).await;
     assert_eq!(xlsx.status.code(), Some(0), "{}", describe(&xlsx));
     use calamine::{Data, Reader as _, Xlsx};
     let mut workbook: Xlsx<_> = calamine::open_workbook(&xlsx_path).unwrap();
