@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_fx.sql")),
     (7, include_str!("../migrations/0007_interest.sql")),
     (8, include_str!("../migrations/0008_outbox.sql")),
+    (10, include_str!("../migrations/0010_notify_prefs.sql")),
 ];
 
 /// The advisory lock key that serialises migrations; advisory locks are per
