@@ -194,14 +194,22 @@ async fn every_committed_operation_reaches_both_receivers(engine: Engine) {
     let prefs = app.get("/api/v1/me/notifications", &bystander.token).await;
     assert_eq!((prefs.status, &prefs.body), (200, &off), "{engine:?}");
     // The payer wants both channels per transaction, and an SMS at sign-in.
-    let prefs = opt_in(&app, &payer.token, json!({"sms_per_transaction": true, "email_per_transaction": true,
-        "sms_on_login": true}))
+    let prefs = opt_in(
+        &app,
+        &payer.token,
+        json!({"sms_per_transaction": true, "email_per_transaction": true,
+        "sms_on_login": true}),
+    )
     .await;
     assert_eq!((prefs["email_on_login"].as_bool(), prefs["on_login"].as_bool()), (Some(false), Some(true)));
     // The payee uses the first version's three fields: no SMS, e-mail per
     // transaction, and a sign-in notice on the channels that are on (e-mail).
-    let prefs = opt_in(&app, &payee.token, json!({"sms_per_transaction": false, "email_per_transaction": true,
-        "on_login": true}))
+    let prefs = opt_in(
+        &app,
+        &payee.token,
+        json!({"sms_per_transaction": false, "email_per_transaction": true,
+        "on_login": true}),
+    )
     .await;
     assert_eq!((prefs["sms_on_login"].as_bool(), prefs["email_on_login"].as_bool()), (Some(false), Some(true)));
     assert_eq!(app.get("/api/v1/me", &payee.token).await.body["notifications"], prefs, "{engine:?}");
@@ -383,8 +391,7 @@ async fn exchanges_decisions_and_interest_notify_their_customer(engine: Engine) 
     app.deposit(&savings, "10000.00").await; // saver: email
     let zone = kassa_service::calendar::zone("Europe/Minsk").unwrap();
     let month_end = kassa_service::calendar::day_of(&zone, kassa_store::now_us()).last_of_month();
-    let run =
-        app.post("/api/v1/admin/jobs/interest", Some(&app.admin), json!({"as_of": month_end.to_string()})).await;
+    let run = app.post("/api/v1/admin/jobs/interest", Some(&app.admin), json!({"as_of": month_end.to_string()})).await;
     assert_eq!(run.status, 200, "{engine:?}: {}", run.body);
     let posted = run.body["postings"].as_array().unwrap().iter().any(|p| p["account"] == savings["id"]);
     assert!(posted, "{engine:?}: the savings account got interest: {}", run.body); // saver: email
@@ -392,7 +399,9 @@ async fn exchanges_decisions_and_interest_notify_their_customer(engine: Engine) 
     until("8 messages", || inbox.sms().len() + inbox.email().len() >= 8).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (sms, email) = (inbox.sms(), inbox.email());
-    let to = |list: &[Got], who: &str| list.iter().filter(|got| got.to.contains(who)).map(|got| got.body.clone()).collect::<Vec<_>>();
+    let to = |list: &[Got], who: &str| {
+        list.iter().filter(|got| got.to.contains(who)).map(|got| got.body.clone()).collect::<Vec<_>>()
+    };
     let trader_sms = to(&sms, &trader.phone);
     let trader_email = to(&email, "c1@example.com");
     for (channel, got) in [("sms", &trader_sms), ("email", &trader_email)] {

@@ -575,8 +575,11 @@ fn fan_out(tx: &mut dyn Tx, bank_name: &str, now: i64, batch: i64) -> Result<usi
                 continue;
             };
             // Four opt-in switches: SMS and e-mail, per transaction and per sign-in.
-            let (sms_on, email_on) =
-                if action == "auth.login" { (person.int(4)?, person.int(5)?) } else { (person.int(2)?, person.int(3)?) };
+            let (sms_on, email_on) = if action == "auth.login" {
+                (person.int(4)?, person.int(5)?)
+            } else {
+                (person.int(2)?, person.int(3)?)
+            };
             if sms_on == 0 && email_on == 0 {
                 continue;
             }

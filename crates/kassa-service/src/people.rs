@@ -193,12 +193,7 @@ fn customer_from_row(row: &kassa_store::sql::Row) -> Result<Customer, StoreError
         passport_number: row.text(5)?,
         personal_id: row.text(6)?,
         status: row.text(7)?,
-        notifications: NotificationPrefs::new(
-            row.int(8)? != 0,
-            row.int(9)? != 0,
-            row.int(10)? != 0,
-            row.int(11)? != 0,
-        ),
+        notifications: NotificationPrefs::new(row.int(8)? != 0, row.int(9)? != 0, row.int(10)? != 0, row.int(11)? != 0),
         created_at: rfc3339(row.int(12)?),
         last_login_at: row.opt_int(13)?.map(rfc3339),
     })

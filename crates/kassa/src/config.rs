@@ -45,7 +45,7 @@ pub const NOTIFY_POLL_MAX_MS: u64 = 3_600_000;
 pub const NOTIFY_BATCH_MAX: u32 = 1000;
 pub const NOTIFY_TIMEOUT_MAX_MS: u64 = 600_000;
 pub const NOTIFY_LEASE_MAX_MS: u64 = 86_400_000;
-pub const NOTIFY_ATTEMPTS_MAX: u32 = 100;
+pub const NOTIFY_ATTEMPTS_MAX: u32 = 10_000;
 
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -469,7 +469,10 @@ impl Config {
         }
 
         if kassa_service::interest::parse_run_at(&self.interest.run_at).is_none() {
-            bail!("interest.run_at: {:?} is not a time HH:MM (00:00..23:59) in the bank's time zone", self.interest.run_at);
+            bail!(
+                "interest.run_at: {:?} is not a time HH:MM (00:00..23:59) in the bank's time zone",
+                self.interest.run_at
+            );
         }
 
         self.validate_notifications()?;
@@ -806,7 +809,7 @@ batch = 16
 # lease_ms (a send that could outlive its lease waits, so it would never go).
 lease_ms = 60000
 send_timeout_ms = 10000
-# Tries (1..=100) before a message is dead-lettered (GET /api/v1/admin/outbox?state=dead);
+# Tries (1..=10000) before a message is dead-lettered (GET /api/v1/admin/outbox?state=dead);
 # retry n waits backoff_base_ms * 2^(n-1) (base at least 1), at most
 # backoff_max_ms (not below the base).
 max_attempts = 8
