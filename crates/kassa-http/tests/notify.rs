@@ -421,3 +421,34 @@ async fn exchanges_decisions_and_interest_notify_their_customer(engine: Engine) 
     assert_eq!((sms.len(), email.len()), (4, 4), "{engine:?}: {sms:?} {email:?}");
 }
 on_both_engines!(exchanges_decisions_and_interest_notify_their_customer);
+
+/// A withdrawal that waited for a second staff member notifies once, when it
+/// runs (as `cash.withdrawal`), not again for the approval.
+async fn an_approved_withdrawal_notifies_once(engine: Engine) {
+    let inbox = Inbox::new().await;
+    let Some(app) = notifying_app(engine, &inbox, 5, false).await else { return };
+    let customer = app.register(1).await;
+    opt_in(&app, &customer.token, json!({"sms_per_transaction": true})).await;
+    let account = app.open_account(&customer.token).await;
+    app.deposit(&account, "9000.00").await; // sms
+    let asked = app
+        .post(
+            "/api/v1/staff/cash/withdrawals",
+            Some(&app.teller),
+            json!({"account": account["number"], "amount": "6000.00", "currency": "BYN"}),
+        )
+        .await;
+    assert_eq!(asked.status, 202, "{engine:?}: above the four-eyes threshold: {}", asked.body);
+    let approved =
+        app.post(&format!("/api/v1/staff/approvals/{}/approve", asked.body["id"]), Some(&app.manager), json!({})).await;
+    assert_eq!(approved.status, 200, "{engine:?}: {}", approved.body); // sms, once
+    assert_eq!(app.balance(&customer.token, id_of(&account)).await, "3000.00", "{engine:?}: the withdrawal ran");
+    app.login_ok(&customer.phone, PASSWORD, None).await; // nothing: sign-in notices are off
+    until("2 SMS", || inbox.sms().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<String> = inbox.sms().into_iter().map(|got| got.body).collect();
+    assert_eq!(bodies.len(), 2, "{engine:?}: {bodies:?}");
+    assert_eq!(bodies.iter().filter(|body| body.contains("Cash withdrawal 6000.00 BYN")).count(), 1, "{bodies:?}");
+    assert!(bodies.iter().all(|body| !body.contains("approved")), "{engine:?}: {bodies:?}");
+}
+on_both_engines!(an_approved_withdrawal_notifies_once);
