@@ -38,6 +38,10 @@ use crate::people::rfc3339;
 use crate::{Bank, Caller, Page, Role, ServiceError, ServiceResult};
 
 /// The journal actions that may interest the customers they concern.
+///
+/// `approval.approve` is not one: an approved cash withdrawal or staff
+/// transfer journals its own `cash.withdrawal` / `staff.transfer` when it
+/// runs, which notifies; notifying the approval too would say it twice.
 pub const NOTIFYING_ACTIONS: &[&str] = &[
     "transfer.create",
     "staff.transfer",
@@ -46,7 +50,6 @@ pub const NOTIFYING_ACTIONS: &[&str] = &[
     "exchange.create",
     "application.approve",
     "application.reject",
-    "approval.approve",
     "interest.post",
     "auth.login",
 ];
@@ -564,22 +567,29 @@ fn fan_out(tx: &mut dyn Tx, bank_name: &str, now: i64, batch: i64) -> Result<usi
         }
         for (customer, about) in concerned {
             let Some(person) = tx.query_opt(
-                "SELECT phone, email, notify_sms, notify_email, notify_login FROM customers WHERE id = $1",
+                "SELECT phone, email, notify_sms, notify_email, notify_sms_login, notify_email_login \
+                 FROM customers WHERE id = $1",
                 &[Value::Int(customer)],
             )?
             else {
                 continue;
             };
-            if action == "auth.login" && person.int(4)? == 0 {
+            // Four opt-in switches: SMS and e-mail, per transaction and per sign-in.
+            let (sms_on, email_on) = if action == "auth.login" {
+                (person.int(4)?, person.int(5)?)
+            } else {
+                (person.int(2)?, person.int(3)?)
+            };
+            if sms_on == 0 && email_on == 0 {
                 continue;
             }
             let (subject, body) = compose(bank_name, &action, &detail, &about, at_us);
             let mut channels = Vec::new();
-            if person.int(2)? != 0 {
+            if sms_on != 0 {
                 channels.push(("sms", person.text(0)?));
             }
             let email = person.text(1)?;
-            if person.int(3)? != 0 && !email.is_empty() {
+            if email_on != 0 && !email.is_empty() {
                 channels.push(("email", email));
             }
             for (channel, recipient) in channels {
@@ -630,15 +640,21 @@ fn compose(bank: &str, action: &str, detail: &serde_json::Value, about: &Concern
         "exchange.create" => "Currency exchange",
         "application.approve" => "Your application was approved",
         "application.reject" => "Your application was declined",
-        "approval.approve" => "An operation was approved",
-        "interest.post" => "Interest posted",
+        "interest.post" if detail.get("direction").and_then(serde_json::Value::as_str) == Some("charge") => {
+            "Interest charged"
+        }
+        "interest.post" => "Interest paid",
         "auth.login" => "New sign-in to your account",
         _ => "Account activity",
     };
     let mut body = format!("{bank}: {what}");
+    // The amount moved (an exchange names it in the from-account's
+    // currency); an application's credit limit is not an amount moved.
     let amount = detail.get("amount_minor").and_then(serde_json::Value::as_i64);
-    let currency =
-        detail.get("currency").and_then(serde_json::Value::as_str).and_then(|code| Currency::from_code(code).ok());
+    let currency = detail
+        .get(if action == "exchange.create" { "from_currency" } else { "currency" })
+        .and_then(serde_json::Value::as_str)
+        .and_then(|code| Currency::from_code(code).ok());
     if let (Some(minor), Some(currency)) = (amount, currency)
         && let Ok(amount) = Amount::try_from_minor(minor)
     {
@@ -796,6 +812,9 @@ mod tests {
         assert!(wants("auth.login"));
         assert!(!wants("customer.register"));
         assert!(!wants("recipient.lookup"));
+        // The approved operation notifies by its own action, once.
+        assert!(!wants("approval.approve"));
+        assert!(wants("cash.withdrawal") && wants("staff.transfer"));
     }
 
     #[test]

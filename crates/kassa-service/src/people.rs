@@ -37,17 +37,69 @@ pub struct Customer {
     pub passport_number: String,
     pub personal_id: String,
     pub status: String,
-    pub notifications: Notifications,
+    pub notifications: NotificationPrefs,
     pub created_at: String,
     pub last_login_at: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Notifications {
+/// A customer's notification preferences: four opt-in switches, SMS and
+/// e-mail, each per transaction and per sign-in. All off for a new customer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NotificationPrefs {
     pub sms_per_transaction: bool,
     pub email_per_transaction: bool,
+    pub sms_on_login: bool,
+    pub email_on_login: bool,
+    /// Whether any sign-in notice is on (`sms_on_login || email_on_login`);
+    /// the first API version's one sign-in switch.
     pub on_login: bool,
 }
+
+impl NotificationPrefs {
+    fn new(sms_per_transaction: bool, email_per_transaction: bool, sms_on_login: bool, email_on_login: bool) -> Self {
+        NotificationPrefs {
+            sms_per_transaction,
+            email_per_transaction,
+            sms_on_login,
+            email_on_login,
+            on_login: sms_on_login || email_on_login,
+        }
+    }
+
+    /// These preferences with `update` applied: an absent field keeps its
+    /// value. `on_login` (the first API version's switch) sets both sign-in
+    /// switches: off turns both off; on sends sign-in notices to the
+    /// channels that are on per transaction (after this update), as it
+    /// always did. An explicit `sms_on_login` / `email_on_login` wins over it.
+    pub fn updated(self, update: NotificationsUpdate) -> NotificationPrefs {
+        let sms = update.sms_per_transaction.unwrap_or(self.sms_per_transaction);
+        let email = update.email_per_transaction.unwrap_or(self.email_per_transaction);
+        let (mut sms_login, mut email_login) = (self.sms_on_login, self.email_on_login);
+        if let Some(on) = update.on_login {
+            (sms_login, email_login) = (on && sms, on && email);
+        }
+        NotificationPrefs::new(
+            sms,
+            email,
+            update.sms_on_login.unwrap_or(sms_login),
+            update.email_on_login.unwrap_or(email_login),
+        )
+    }
+}
+
+/// A change of notification preferences (PATCH `/me/notifications`): each
+/// field optional, an absent one unchanged. See [`NotificationPrefs::updated`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NotificationsUpdate {
+    pub sms_per_transaction: Option<bool>,
+    pub email_per_transaction: Option<bool>,
+    pub sms_on_login: Option<bool>,
+    pub email_on_login: Option<bool>,
+    pub on_login: Option<bool>,
+}
+
+/// The name the HTTP layer's PATCH handler reads the body as.
+pub type Notifications = NotificationsUpdate;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Registered {
@@ -129,7 +181,7 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 const CUSTOMER_COLUMNS: &str = "id, first_name, last_name, phone, email, passport_number, personal_id, status, \
-     notify_sms, notify_email, notify_login, created_at_us, last_login_at_us";
+     notify_sms, notify_email, notify_sms_login, notify_email_login, created_at_us, last_login_at_us";
 
 fn customer_from_row(row: &kassa_store::sql::Row) -> Result<Customer, StoreError> {
     Ok(Customer {
@@ -141,13 +193,9 @@ fn customer_from_row(row: &kassa_store::sql::Row) -> Result<Customer, StoreError
         passport_number: row.text(5)?,
         personal_id: row.text(6)?,
         status: row.text(7)?,
-        notifications: Notifications {
-            sms_per_transaction: row.int(8)? != 0,
-            email_per_transaction: row.int(9)? != 0,
-            on_login: row.int(10)? != 0,
-        },
-        created_at: rfc3339(row.int(11)?),
-        last_login_at: row.opt_int(12)?.map(rfc3339),
+        notifications: NotificationPrefs::new(row.int(8)? != 0, row.int(9)? != 0, row.int(10)? != 0, row.int(11)? != 0),
+        created_at: rfc3339(row.int(12)?),
+        last_login_at: row.opt_int(13)?.map(rfc3339),
     })
 }
 
@@ -275,8 +323,9 @@ impl Bank {
             let row = tx
                 .query_one(
                     "INSERT INTO customers (first_name, last_name, phone, email, passport_number, personal_id, \
-                     password_hash, must_change_password, status, created_by, created_at_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10) RETURNING id",
+                     password_hash, must_change_password, status, created_by, created_at_us, \
+                     notify_sms, notify_email, notify_login, notify_sms_login, notify_email_login) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, 0, 0, 0, 0, 0) RETURNING id",
                     &[
                         Value::from(&valid.first_name),
                         Value::from(&valid.last_name),
@@ -380,27 +429,40 @@ impl Bank {
         .await
     }
 
-    pub async fn notifications(&self, caller: &Caller) -> ServiceResult<Notifications> {
+    pub async fn notifications(&self, caller: &Caller) -> ServiceResult<NotificationPrefs> {
         Ok(self.me(caller).await?.notifications)
     }
 
-    pub async fn set_notifications(&self, caller: &Caller, update: Notifications) -> ServiceResult<Notifications> {
+    /// Changes the caller's notification preferences (absent fields keep
+    /// their values); journaled with the result.
+    pub async fn set_notifications(
+        &self,
+        caller: &Caller,
+        update: NotificationsUpdate,
+    ) -> ServiceResult<NotificationPrefs> {
         let id = caller.customer()?;
         let now = now_us();
-        let draft = caller.audit("customer.notifications", format!("customer:{id}"), json!(update));
+        let draft = caller.audit("customer.notifications", format!("customer:{id}"), json!({}));
         sql::write(&*self.db, move |tx| {
+            let current =
+                read_customer(tx, id)?.ok_or(ServiceError::NotFound("customer_not_found", "no such customer"))?;
+            let prefs = current.notifications.updated(update);
             tx.execute(
-                "UPDATE customers SET notify_sms = $2, notify_email = $3, notify_login = $4, version = version + 1 \
-                 WHERE id = $1",
+                "UPDATE customers SET notify_sms = $2, notify_email = $3, notify_sms_login = $4, \
+                 notify_email_login = $5, notify_login = $6, version = version + 1 WHERE id = $1",
                 &[
                     Value::Int(id),
-                    Value::from(update.sms_per_transaction),
-                    Value::from(update.email_per_transaction),
-                    Value::from(update.on_login),
+                    Value::from(prefs.sms_per_transaction),
+                    Value::from(prefs.email_per_transaction),
+                    Value::from(prefs.sms_on_login),
+                    Value::from(prefs.email_on_login),
+                    Value::from(prefs.on_login),
                 ],
             )?;
+            let mut draft = draft.clone();
+            draft.detail = json!(prefs).to_string();
             sql::journal(tx, now, std::slice::from_ref(&draft))?;
-            Ok::<_, ServiceError>(update)
+            Ok::<_, ServiceError>(prefs)
         })
         .await
     }
@@ -669,4 +731,38 @@ pub fn temporary_password() -> ServiceResult<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let bytes = crypto::random_bytes(20)?;
     Ok(bytes.iter().map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(json: serde_json::Value) -> NotificationsUpdate {
+        serde_json::from_value(json).unwrap_or_default()
+    }
+
+    #[test]
+    fn notification_switches_change_one_by_one() {
+        let off = NotificationPrefs::default();
+        assert!(!off.on_login);
+        let sms_login = off.updated(update(json!({"sms_on_login": true})));
+        assert_eq!(sms_login, NotificationPrefs::new(false, false, true, false));
+        assert!(sms_login.on_login);
+        let email = sms_login.updated(update(json!({"email_per_transaction": true})));
+        assert_eq!(email, NotificationPrefs::new(false, true, true, false));
+        assert_eq!(email.updated(update(json!({}))), email);
+    }
+
+    #[test]
+    fn on_login_keeps_its_first_meaning() {
+        // The first API version's three fields: sign-in notices go to the
+        // channels that are on per transaction.
+        let old = update(json!({"sms_per_transaction": false, "email_per_transaction": true, "on_login": true}));
+        assert_eq!(NotificationPrefs::default().updated(old), NotificationPrefs::new(false, true, false, true));
+        let all = NotificationPrefs::new(true, true, true, true);
+        assert_eq!(all.updated(update(json!({"on_login": false}))), NotificationPrefs::new(true, true, false, false));
+        // An explicit channel switch wins over on_login.
+        let both = update(json!({"on_login": false, "sms_on_login": true}));
+        assert_eq!(all.updated(both), NotificationPrefs::new(true, true, true, false));
+    }
 }

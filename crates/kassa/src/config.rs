@@ -38,6 +38,14 @@ pub const REQUEST_BODY_MIN_BYTES: usize = 1024;
 pub const REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// The most accounts a bank may let one customer hold.
 pub const ACCOUNTS_PER_CUSTOMER_LIMIT: u32 = 1000;
+/// Bounds of `[notifications]`: the worker's idle sleep, a round's size,
+/// one send's limit, a claim's lease (a day) and the tries per message.
+pub const NOTIFY_POLL_MIN_MS: u64 = 10;
+pub const NOTIFY_POLL_MAX_MS: u64 = 3_600_000;
+pub const NOTIFY_BATCH_MAX: u32 = 1000;
+pub const NOTIFY_TIMEOUT_MAX_MS: u64 = 600_000;
+pub const NOTIFY_LEASE_MAX_MS: u64 = 86_400_000;
+pub const NOTIFY_ATTEMPTS_MAX: u32 = 10_000;
 
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -460,8 +468,79 @@ impl Config {
             );
         }
 
+        if kassa_service::interest::parse_run_at(&self.interest.run_at).is_none() {
+            bail!(
+                "interest.run_at: {:?} is not a time HH:MM (00:00..23:59) in the bank's time zone",
+                self.interest.run_at
+            );
+        }
+
+        self.validate_notifications()?;
+
         if self.log.level.trim().is_empty() {
             bail!("log.level: must not be empty (such as info, or kassa=debug,info)");
+        }
+        Ok(())
+    }
+
+    /// `[notifications]`: values with which the worker could never deliver,
+    /// or would spin.
+    fn validate_notifications(&self) -> anyhow::Result<()> {
+        use kassa_service::notify::{EmailGateway, SmsGateway};
+        let n = &self.notifications;
+        if !(NOTIFY_POLL_MIN_MS..=NOTIFY_POLL_MAX_MS).contains(&n.poll_ms) {
+            bail!("notifications.poll_ms: {} is outside {NOTIFY_POLL_MIN_MS}..={NOTIFY_POLL_MAX_MS}", n.poll_ms);
+        }
+        if !(1..=NOTIFY_BATCH_MAX).contains(&n.batch) {
+            bail!("notifications.batch: {} is outside 1..={NOTIFY_BATCH_MAX}", n.batch);
+        }
+        if !(1..=NOTIFY_TIMEOUT_MAX_MS).contains(&n.send_timeout_ms) {
+            bail!("notifications.send_timeout_ms: {} is outside 1..={NOTIFY_TIMEOUT_MAX_MS}", n.send_timeout_ms);
+        }
+        // A send never starts unless it fits in what is left of the lease,
+        // so a lease no longer than one send's limit would never send.
+        if n.send_timeout_ms >= n.lease_ms {
+            bail!(
+                "notifications.send_timeout_ms: {} must be below notifications.lease_ms ({}), or no message is ever sent",
+                n.send_timeout_ms,
+                n.lease_ms
+            );
+        }
+        if n.lease_ms > NOTIFY_LEASE_MAX_MS {
+            bail!("notifications.lease_ms: {} is above {NOTIFY_LEASE_MAX_MS} (a day)", n.lease_ms);
+        }
+        if !(1..=NOTIFY_ATTEMPTS_MAX).contains(&n.max_attempts) {
+            bail!("notifications.max_attempts: {} is outside 1..={NOTIFY_ATTEMPTS_MAX}", n.max_attempts);
+        }
+        if n.backoff_base_ms == 0 {
+            bail!("notifications.backoff_base_ms: must be at least 1");
+        }
+        if n.backoff_max_ms < n.backoff_base_ms {
+            bail!(
+                "notifications.backoff_max_ms: {} is below notifications.backoff_base_ms ({})",
+                n.backoff_max_ms,
+                n.backoff_base_ms
+            );
+        }
+        if n.sms == SmsGateway::HttpSms {
+            let url = n.http_sms.url.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                bail!("notifications.http_sms.url: {url:?} is not an http(s) URL (sms = \"http_sms\" needs one)");
+            }
+            if n.http_sms.from.trim().is_empty() {
+                bail!("notifications.http_sms.from: must not be empty when sms = \"http_sms\"");
+            }
+        }
+        if n.email == EmailGateway::Smtp {
+            if n.smtp.host.trim().is_empty() {
+                bail!("notifications.smtp.host: must not be empty when email = \"smtp\"");
+            }
+            if n.smtp.port == 0 {
+                bail!("notifications.smtp.port: must not be 0");
+            }
+            if !n.smtp.from.contains('@') {
+                bail!("notifications.smtp.from: {:?} is not an address like Kassa <bank@example.com>", n.smtp.from);
+            }
         }
         Ok(())
     }
@@ -705,7 +784,8 @@ rates_poll_s = 60
 # `kassa jobs run interest [--as-of YYYY-MM-DD]`.
 # Run the job every day at run_at for the day before.
 enabled = true
-# HH:MM in the bank's time zone.
+# HH:MM (00:00..23:59) in the bank's time zone; anything else is refused
+# at start.
 run_at = "01:00"
 # Let a run accrue days that are not over yet (today and later) on today's
 # balance. For tests and demos only; keep false in production.
@@ -720,15 +800,18 @@ enabled = true
 # the tracing log and <data_dir>/notifications.log.
 sms = "log"
 email = "log"
-# The worker's sleep when idle; events and messages handled per round.
+# The worker's sleep when idle (10..=3600000); events and messages handled
+# per round (1..=1000).
 poll_ms = 1000
 batch = 16
-# A claimed message is this node's alone for lease_ms; one send may take
-# at most send_timeout_ms (a send that could outlive its lease waits).
+# A claimed message is this node's alone for lease_ms (at most a day); one
+# send may take at most send_timeout_ms (1..=600000), which must be below
+# lease_ms (a send that could outlive its lease waits, so it would never go).
 lease_ms = 60000
 send_timeout_ms = 10000
-# Tries before a message is dead-lettered (GET /api/v1/admin/outbox?state=dead);
-# retry n waits backoff_base_ms * 2^(n-1), at most backoff_max_ms.
+# Tries (1..=10000) before a message is dead-lettered (GET /api/v1/admin/outbox?state=dead);
+# retry n waits backoff_base_ms * 2^(n-1) (base at least 1), at most
+# backoff_max_ms (not below the base).
 max_attempts = 8
 backoff_base_ms = 2000
 backoff_max_ms = 3600000
@@ -736,6 +819,7 @@ backoff_max_ms = 3600000
 [notifications.smtp]
 # tls = "tls" (port 465), "starttls" (587), or "none" (loopback hosts only).
 # Empty username: no authentication. Message-ID is the message's id.
+# With email = "smtp", host must not be empty, port not 0, from an address.
 host = "localhost"
 port = 465
 tls = "tls"
@@ -746,6 +830,7 @@ from = "Kassa <noreply@kassa.invalid>"
 [notifications.http_sms]
 # A form POST (To, From, Body) with Basic Auth, in the style of Twilio's
 # API; the headers Idempotency-Key and X-Message-Id carry the message id.
+# With sms = "http_sms", url must be http(s) and from must not be empty.
 # url = "https://api.twilio.com/2010-04-01/Accounts/<sid>/Messages.json"
 url = ""
 username = ""
@@ -997,6 +1082,76 @@ mod tests {
             let message = error_text(config.validate());
             assert!(message.starts_with(key), "{key}: {message}");
         }
+    }
+
+    #[test]
+    fn validation_refuses_a_bad_interest_run_at() {
+        for bad in ["1:00", "24:00", "01:60", "0100", "", "01:00:00", "aa:bb", "-1:00"] {
+            let mut config = Config::default();
+            config.interest.run_at = bad.into();
+            let message = error_text(config.validate());
+            assert!(message.starts_with("interest.run_at"), "{bad:?}: {message}");
+        }
+        for good in ["00:00", "23:59", "07:30"] {
+            let mut config = Config::default();
+            config.interest.run_at = good.into();
+            config.validate().unwrap();
+        }
+        // From the file, too: the schedule is refused at load, not turned off.
+        let message = error_text(Config::from_toml("[interest]\nrun_at = \"25:00\"\n").and_then(|c| c.validate()));
+        assert!(message.contains("interest.run_at"), "{message}");
+    }
+
+    #[test]
+    fn validation_refuses_nonsense_notification_settings() {
+        use kassa_service::notify::{EmailGateway, SmsGateway};
+        type Break = fn(&mut Config);
+        let cases: [(&str, Break); 14] = [
+            ("notifications.send_timeout_ms", |c| {
+                c.notifications.lease_ms = 1_000;
+                c.notifications.send_timeout_ms = 1_000;
+            }),
+            ("notifications.send_timeout_ms", |c| c.notifications.send_timeout_ms = 120_000),
+            ("notifications.send_timeout_ms", |c| c.notifications.send_timeout_ms = 0),
+            ("notifications.lease_ms", |c| c.notifications.lease_ms = 100_000_000),
+            ("notifications.poll_ms", |c| c.notifications.poll_ms = 0),
+            ("notifications.batch", |c| c.notifications.batch = 0),
+            ("notifications.max_attempts", |c| c.notifications.max_attempts = 0),
+            ("notifications.backoff_base_ms", |c| c.notifications.backoff_base_ms = 0),
+            ("notifications.backoff_max_ms", |c| c.notifications.backoff_max_ms = 1_000),
+            ("notifications.http_sms.url", |c| c.notifications.sms = SmsGateway::HttpSms),
+            ("notifications.http_sms.from", |c| {
+                c.notifications.sms = SmsGateway::HttpSms;
+                c.notifications.http_sms.url = "https://sms.example/send".into();
+            }),
+            ("notifications.smtp.host", |c| {
+                c.notifications.email = EmailGateway::Smtp;
+                c.notifications.smtp.host = " ".into();
+            }),
+            ("notifications.smtp.port", |c| {
+                c.notifications.email = EmailGateway::Smtp;
+                c.notifications.smtp.port = 0;
+            }),
+            ("notifications.smtp.from", |c| {
+                c.notifications.email = EmailGateway::Smtp;
+                c.notifications.smtp.from = "Kassa".into();
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            let message = error_text(config.validate());
+            assert!(message.starts_with(key), "{key}: {message}");
+        }
+        // The same settings made sane are accepted.
+        let mut config = Config::default();
+        config.notifications.sms = SmsGateway::HttpSms;
+        config.notifications.http_sms.url = "https://sms.example/send".into();
+        config.notifications.http_sms.from = "Kassa".into();
+        config.notifications.email = EmailGateway::Smtp;
+        config.notifications.lease_ms = 1_500;
+        config.notifications.send_timeout_ms = 1_000;
+        config.validate().unwrap();
     }
 
     #[test]

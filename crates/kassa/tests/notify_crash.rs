@@ -1,7 +1,8 @@
 //! Notifications survive crashes: a real `kassa serve` delivers SMS to an
 //! HTTP receiver run by this test while customers pay each other; the
-//! server is SIGKILLed at random moments ten times and restarted; at the
-//! end, once the outbox has drained, the receiver has seen exactly one id
+//! server is SIGKILLed at random moments ten times and restarted (and the
+//! work each kill left undone is counted in the database, so the kills are
+//! known to have interrupted something); at the end, once the outbox has drained, the receiver has seen exactly one id
 //! per message the committed events call for (none lost), and every repeat
 //! of an id carried the same request (at least once, never a new id).
 //! And two servers on one database, never killed, send each message
@@ -14,10 +15,10 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kassa_service::crypto::totp;
+use kassa_testkit::receivers::SmsReceiver;
 use serde_json::{Value, json};
 
 const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
@@ -97,30 +98,6 @@ impl Drop for Server {
     }
 }
 
-/// Every request the SMS receiver got: (message id, the form as sent).
-type Received = Arc<Mutex<Vec<(String, String)>>>;
-
-async fn sms_receiver(received: Received) -> String {
-    use axum::http::{HeaderMap, StatusCode};
-    let handler = move |headers: HeaderMap, body: String| {
-        let received = Arc::clone(&received);
-        async move {
-            let id = headers.get("x-message-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            assert_eq!(id, key, "both headers carry the message id");
-            received.lock().expect("the list").push((id, body));
-            StatusCode::CREATED
-        }
-    };
-    let router = axum::Router::new().route("/sms", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let address = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{address}/sms")
-}
-
 struct Http {
     client: reqwest::Client,
 }
@@ -136,6 +113,15 @@ impl Http {
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         Some((status, body))
+    }
+
+    async fn patch_ok(&self, base: &str, path: &str, token: &str, body: &Value) -> Value {
+        let request = self.client.patch(format!("{base}{path}")).json(body).bearer_auth(token);
+        let response = request.timeout(Duration::from_secs(10)).send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
     }
 
     async fn post_ok(&self, base: &str, path: &str, token: Option<&str>, body: &Value) -> Value {
@@ -196,8 +182,8 @@ impl Db {
     }
 
     /// The committed transfers and deposits: each transfer calls for two
-    /// SMS (payer, payee), each deposit one; every customer keeps SMS on
-    /// (the default).
+    /// SMS (payer, payee), each deposit one; every customer opted in to SMS
+    /// and e-mail per transaction.
     async fn committed(&self) -> (i64, i64) {
         let count = |action: &'static str| {
             format!("SELECT count(*) FROM audit_events WHERE action = '{action}' AND outcome = 'ok'")
@@ -253,8 +239,7 @@ async fn scenario(engine: Engine, mode: Mode) {
     };
     let database: Vec<String> =
         postgres.as_ref().map(|pg| vec!["--database-url".to_owned(), pg.url().to_owned()]).unwrap_or_default();
-    let received: Received = Arc::default();
-    let url = sms_receiver(Arc::clone(&received)).await;
+    let (receiver, url) = SmsReceiver::start().await.expect("the SMS receiver starts");
     let config = dir.path().join("kassa.toml");
     std::fs::write(
         &config,
@@ -307,6 +292,14 @@ async fn scenario(engine: Engine, mode: Mode) {
             )
             .await;
         let token = registered["access_token"].as_str().expect("a token").to_owned();
+        // Notifications are opt-in: both channels, per transaction.
+        http.patch_ok(
+            &server.base,
+            "/api/v1/me/notifications",
+            &token,
+            &json!({"sms_per_transaction": true, "email_per_transaction": true}),
+        )
+        .await;
         let account = http
             .post_ok(
                 &server.base,
@@ -341,6 +334,21 @@ async fn scenario(engine: Engine, mode: Mode) {
         Mode::TwoNodes => Some(Server::start(dir.path(), 100, &config, &database).await),
     };
     let rounds = if mode == Mode::Kills { KILLS } else { 1 };
+    // The bank's database, read behind the server's back.
+    let db = match &postgres {
+        None => Db::Sqlite(dir.path().join("data").join("kassa.db")),
+        Some(pg) => {
+            let (client, connection) =
+                tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.expect("PostgreSQL connects");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Db::Postgres(client)
+        }
+    };
+    // What each kill left undone: outbox events not fanned out and messages
+    // not delivered, counted while no server runs.
+    let mut interrupted = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let length = if mode == Mode::Kills { 100 + random(500) } else { 1_500 };
         let deadline = Instant::now() + Duration::from_millis(length);
@@ -376,22 +384,19 @@ async fn scenario(engine: Engine, mode: Mode) {
         }
         if mode == Mode::Kills {
             server.kill();
+            let (_, waiting, undelivered) = db.outbox().await;
+            interrupted.push(waiting + undelivered);
             server = Server::start(dir.path(), round, &config, &database).await;
         }
     }
+    if mode == Mode::Kills {
+        // The kills really cut work short: at some of them the outbox still
+        // held work (else this test would prove nothing about recovery).
+        report(&format!("notify_crash ({engine:?}): work left undone at each kill: {interrupted:?}"));
+        assert!(interrupted.iter().sum::<i64>() > 0, "no kill interrupted any notification work: {interrupted:?}");
+    }
 
     // Let the last server drain the outbox.
-    let db = match &postgres {
-        None => Db::Sqlite(dir.path().join("data").join("kassa.db")),
-        Some(pg) => {
-            let (client, connection) =
-                tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.expect("PostgreSQL connects");
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Db::Postgres(client)
-        }
-    };
     let deadline = Instant::now() + DRAIN_DEADLINE;
     loop {
         let (_, waiting, undelivered) = db.outbox().await;
@@ -405,10 +410,11 @@ async fn scenario(engine: Engine, mode: Mode) {
     // is journaled now.
     let (ids, _, _) = db.outbox().await;
     let (transfers, deposits) = db.committed().await;
-    let received = received.lock().expect("the list").clone();
+    let received = receiver.requests();
     let mut by_id: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (id, form) in &received {
-        by_id.entry(id.as_str()).or_default().insert(form.as_str());
+    for request in &received {
+        assert_eq!(request.message_id, request.idempotency_key, "both headers carry the message id");
+        by_id.entry(request.message_id.as_str()).or_default().insert(request.body.as_str());
     }
     report(&format!(
         "notify_crash ({engine:?}, {mode:?}): {transfers} transfers and {deposits} deposits committed, {} SMS requests for {} ids \
@@ -438,7 +444,7 @@ async fn scenario(engine: Engine, mode: Mode) {
         .filter_map(|line| line["id"].as_str().map(str::to_owned))
         .collect();
     let emails = db.texts("SELECT id FROM outbox_messages WHERE channel = 'email'").await;
-    assert_eq!(emails.len(), expected, "one e-mail per SMS: every customer keeps both on");
+    assert_eq!(emails.len(), expected, "one e-mail per SMS: every customer opted in to both");
     assert_eq!(logged, emails, "the log gateway wrote every e-mail");
     drop(second);
     drop(server);
