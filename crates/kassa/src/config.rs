@@ -181,6 +181,9 @@ pub struct AuthSection {
     /// The token-signing key's file; `None` means `<data_dir>/secrets/token.key`,
     /// created on first start.
     pub token_key_file: Option<PathBuf>,
+    /// The card key's file (PIN hashes, CVVs); `None` means
+    /// `<data_dir>/secrets/card.key`, created on first start.
+    pub card_key_file: Option<PathBuf>,
     pub login_failures_free: u32,
     pub login_throttle_max_s: i64,
     pub address_failures_max: u32,
@@ -193,6 +196,7 @@ impl Default for AuthSection {
             access_token_ttl_s: 900,
             session_ttl_s: 30 * 24 * 3600,
             token_key_file: None,
+            card_key_file: None,
             login_failures_free: 5,
             login_throttle_max_s: 900,
             address_failures_max: 100,
@@ -282,7 +286,7 @@ const ENV_NAMES: &[&str] = &[
 /// file holding the URL; `KASSA_TOKEN_KEY_FILE` names the token-signing key's
 /// file, which is read later by `DataDir::token_key` (the key is binary-ish
 /// and has its own format rules there).
-const SECRET_FILES: &[&str] = &["KASSA_DATABASE_URL_FILE", "KASSA_TOKEN_KEY_FILE"];
+const SECRET_FILES: &[&str] = &["KASSA_DATABASE_URL_FILE", "KASSA_TOKEN_KEY_FILE", "KASSA_CARD_KEY_FILE"];
 
 impl Config {
     /// Reads the layers below the command line: defaults, then the file
@@ -341,6 +345,9 @@ impl Config {
         }
         if let Some(file) = env.get("KASSA_TOKEN_KEY_FILE") {
             self.auth.token_key_file = Some(PathBuf::from(file));
+        }
+        if let Some(file) = env.get("KASSA_CARD_KEY_FILE") {
+            self.auth.card_key_file = Some(PathBuf::from(file));
         }
         Ok(())
     }
@@ -560,6 +567,11 @@ impl Config {
         self.auth.token_key_file.as_deref()
     }
 
+    /// The card key's file as configured, if any.
+    pub fn card_key_file(&self) -> Option<&Path> {
+        self.auth.card_key_file.as_deref()
+    }
+
     /// What the services need, given the token-signing key's bytes.
     pub fn settings(&self, token_key: Vec<u8>) -> Settings {
         let mut settings = Settings::new(self.bank.clone().into(), SecretBytes(token_key));
@@ -661,6 +673,7 @@ pub const DEFAULT_TOML: &str = r#"# Kassa configuration: every setting with its 
 # variable names a file whose content (less a trailing newline) is the value.
 #   KASSA_DATABASE_URL_FILE  a file holding the database URL (with its password)
 #   KASSA_TOKEN_KEY_FILE     the token-signing key's file (same as auth.token_key_file)
+#   KASSA_CARD_KEY_FILE      the card key's file (same as auth.card_key_file)
 
 # The data directory: SQLite database, tls/ (local CA and certificate chain),
 # secrets/, and the first admin's password. KASSA_DATA_DIR, --data-dir.
@@ -711,6 +724,11 @@ session_ttl_s = 2592000
 # <data_dir>/secrets/token.key, created on first start. Every node sharing a
 # database needs the same key. KASSA_TOKEN_KEY_FILE.
 # token_key_file = "/run/secrets/kassa-token.key"
+# The card key (PIN hashes and CVVs are derived from it; at least 32 bytes).
+# Unset means <data_dir>/secrets/card.key, created on first start. Every node
+# sharing a database needs the same key: a node with another key refuses to
+# start. KASSA_CARD_KEY_FILE.
+# card_key_file = "/run/secrets/kassa-card.key"
 # Failed sign-ins per login before answers are throttled. KASSA_LOGIN_FAILURES_FREE.
 login_failures_free = 5
 # The longest a login is throttled, in seconds. KASSA_LOGIN_THROTTLE_MAX_S.
@@ -883,10 +901,12 @@ mod tests {
     fn default_toml_commented_examples_are_valid() {
         let text = DEFAULT_TOML
             .replace("# database_url = ", "database_url = ")
-            .replace("# token_key_file = ", "token_key_file = ");
+            .replace("# token_key_file = ", "token_key_file = ")
+            .replace("# card_key_file = ", "card_key_file = ");
         let config = Config::from_toml(&text).unwrap();
         assert_eq!(config.database_url.as_deref(), Some("postgres://kassa@localhost/kassa"));
         assert_eq!(config.token_key_file(), Some(Path::new("/run/secrets/kassa-token.key")));
+        assert_eq!(config.card_key_file(), Some(Path::new("/run/secrets/kassa-card.key")));
     }
 
     #[test]
@@ -1002,11 +1022,13 @@ mod tests {
             env(&[
                 ("KASSA_DATABASE_URL_FILE", url_file.to_str().unwrap()),
                 ("KASSA_TOKEN_KEY_FILE", "/run/secrets/key"),
+                ("KASSA_CARD_KEY_FILE", "/run/secrets/card"),
             ]),
         )
         .unwrap();
         assert_eq!(config.database_url(), "postgres://kassa:s3cret@db/kassa");
         assert_eq!(config.token_key_file(), Some(Path::new("/run/secrets/key")));
+        assert_eq!(config.card_key_file(), Some(Path::new("/run/secrets/card")));
 
         let message = error_text(Config::load(
             Some(&write(&dir, "k2.toml", "")),

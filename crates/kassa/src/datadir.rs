@@ -174,12 +174,19 @@ impl DataDir {
     /// Reads the card key (PIN hashes and CVVs are derived from it), made
     /// like the token key: `<root>/secrets/card.key`, created if missing.
     /// It is a key of its own, so a token key that leaks or is rotated
-    /// does not change every card's CVV and PIN hash.
-    pub fn card_key(&self) -> anyhow::Result<Vec<u8>> {
-        let path = self.card_key_path();
-        if !path.exists() {
-            self.create_token_key(&path)?;
-        }
+    /// does not change every card's CVV and PIN hash. A `configured` path
+    /// (shared by the nodes of one database) must exist.
+    pub fn card_key(&self, configured: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+        let path = match configured {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let path = self.card_key_path();
+                if !path.exists() {
+                    self.create_token_key(&path)?;
+                }
+                path
+            }
+        };
         read_token_key(&path)
     }
 
@@ -500,10 +507,10 @@ mod tests {
     fn card_key_is_its_own_created_once() {
         let (_temp, dir) = data_dir();
         let token = dir.token_key(None).unwrap();
-        let card = dir.card_key().unwrap();
+        let card = dir.card_key(None).unwrap();
         assert_eq!(card.len(), 32);
         assert_ne!(card, token, "the card key is not the token key");
-        assert_eq!(dir.card_key().unwrap(), card);
+        assert_eq!(dir.card_key(None).unwrap(), card);
         #[cfg(unix)]
         assert_eq!(mode(&dir.card_key_path()), 0o600);
     }

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,11 +147,12 @@ pub async fn open_bank(config: &Config) -> anyhow::Result<(DataDir, Bank)> {
     let token_key = data_dir.token_key(config.token_key_file())?;
     let (ledger, db) = open_ledger(&config.database_url(), LedgerConfig::default()).await?;
     let mut settings = config.settings(token_key);
-    settings.card_key = kassa_service::SecretBytes(data_dir.card_key()?);
+    settings.card_key = kassa_service::SecretBytes(data_dir.card_key(config.card_key_file())?);
     // Every node sharing the database must hold the same card key.
+    let card_key_path = config.card_key_file().map_or_else(|| data_dir.card_key_path(), Path::to_path_buf);
     kassa_service::cards::check_card_key(&*db, &settings.card_key.0)
         .await
-        .map_err(|error| anyhow::anyhow!("{}: {error}", data_dir.card_key_path().display()))?;
+        .map_err(|error| anyhow::anyhow!("{}: {error}", card_key_path.display()))?;
     let bank = Bank::start(db, ledger, settings).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     Ok((data_dir, bank))
 }

@@ -650,7 +650,9 @@ async fn two_nodes() -> Option<TwoNodes> {
     writeln!(file, "{}{}{}{}", random_hex(), random_hex(), random_hex(), random_hex()).expect("the token key written");
     drop(file);
     let key = key.display().to_string();
-    let env = [("KASSA_TOKEN_KEY_FILE", key.as_str())];
+    // The nodes of one database share the card key too (a node with another
+    // one refuses to start); the token key's file serves as one here.
+    let env = [("KASSA_TOKEN_KEY_FILE", key.as_str()), ("KASSA_CARD_KEY_FILE", key.as_str())];
     let node = |name: &str| {
         let data_dir = dir.path().join(name).display().to_string();
         vec!["--data-dir".to_owned(), data_dir, "--database-url".to_owned(), database.url.clone()]
