@@ -363,20 +363,7 @@ on_both_engines!(four_eyes_an_overdue_request_expires_when_approved);
 /// Opens a BYN credit card with a 100.00 limit for `customer` the way a
 /// customer gets one: an application a manager approves.
 async fn credit_card(app: &App, customer: &Customer) -> Value {
-    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
-                          {"document": "credit", "version": "2026-01"}]);
-    let applied = app
-        .post(
-            "/api/v1/applications",
-            Some(&customer.token),
-            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": "100.00", "consents": consents}),
-        )
-        .await;
-    assert_eq!(applied.status, 201, "{}", applied.body);
-    let path = format!("/api/v1/staff/applications/{}/approve", applied.body["id"]);
-    let approved = app.post(&path, Some(&app.manager), json!({"credit_limit": "100.00"})).await;
-    assert_eq!(approved.status, 200, "{}", approved.body);
-    let card = approved.body["account"].as_i64().unwrap();
+    let card = app.credit_card(&customer.token, "100.00", "100.00").await;
     let answer = app.get(&format!("/api/v1/staff/accounts/{card}"), &app.teller).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["kind"], "credit_card", "{}", answer.body);

@@ -170,26 +170,7 @@ async fn a_card_from_an_approved_application_is_charged_interest(engine: Engine)
     let customer = app.register(1).await;
     let payee = app.register(2).await;
     let payee_account = app.open_account(&payee.token).await;
-    let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
-                          {"document": "credit", "version": "2026-01"}]);
-    let applied = app
-        .post(
-            "/api/v1/applications",
-            Some(&customer.token),
-            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": "1000.00", "consents": consents}),
-        )
-        .await;
-    assert_eq!(applied.status, 201, "{engine:?}: apply: {}", applied.body);
-    let application = applied.body["id"].as_i64().unwrap();
-    let approved = app
-        .post(
-            &format!("/api/v1/staff/applications/{application}/approve"),
-            Some(&app.manager),
-            json!({"credit_limit": "500.00"}),
-        )
-        .await;
-    assert_eq!(approved.status, 200, "{engine:?}: approve: {}", approved.body);
-    let card = approved.body["account"].as_i64().unwrap();
+    let card = app.credit_card(&customer.token, "1000.00", "500.00").await;
 
     // Spend into the limit: a transfer to another customer.
     let paid = app

@@ -390,18 +390,7 @@ on_both_engines!(bad_ranges_are_422_with_a_code);
 
 /// A bank on a store the test can write transfers to at chosen times.
 async fn bank_on(engine: Engine) -> Option<(Bank, Arc<dyn LedgerStore>, Guard)> {
-    let (store, db, guard): (Arc<dyn LedgerStore>, Arc<dyn Database>, Guard) = match engine {
-        Engine::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let store = kassa_store_sqlite::SqliteStore::open(dir.path().join("kassa.db")).await.unwrap();
-            (Arc::new(store.clone()), Arc::new(store), Guard::Dir(dir))
-        }
-        Engine::Postgres => {
-            let database = TempPostgres::create().await?;
-            let store = kassa_store_postgres::PostgresStore::connect(database.url(), 4).await.unwrap();
-            (Arc::new(store.clone()), Arc::new(store), Guard::Postgres(database))
-        }
-    };
+    let (store, db, guard) = open_store(engine, 4).await?;
     let ledger = Ledger::start(store.clone(), LedgerConfig::default());
     let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![KEY; 32]));
     settings.argon2_memory_kib = 1024;

@@ -95,14 +95,11 @@ pub async fn spawn_app_trusting(engine: Engine, trusted: Vec<std::net::IpAddr>) 
     spawn_app_with(engine, trusted, |_| {}).await
 }
 
-/// An app whose settings `configure` adjusts after the test defaults
-/// (Argon2 at 1 MiB, a fixed token key) are applied.
-pub async fn spawn_app_with(
-    engine: Engine,
-    trusted: Vec<std::net::IpAddr>,
-    configure: impl FnOnce(&mut Settings),
-) -> Option<App> {
-    let (store, db, guard): (Arc<dyn LedgerStore>, Arc<dyn Database>, Guard) = match engine {
+/// A fresh store on `engine` (a temporary SQLite file, or a fresh
+/// PostgreSQL database with a pool of `pool` connections), as the ledger
+/// and as the services' database, with what keeps it alive.
+pub async fn open_store(engine: Engine, pool: usize) -> Option<(Arc<dyn LedgerStore>, Arc<dyn Database>, Guard)> {
+    Some(match engine {
         Engine::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let store = kassa_store_sqlite::SqliteStore::open(dir.path().join("kassa.db")).await.unwrap();
@@ -110,10 +107,20 @@ pub async fn spawn_app_with(
         }
         Engine::Postgres => {
             let database = TempPostgres::create().await?;
-            let store = kassa_store_postgres::PostgresStore::connect(database.url(), 16).await.unwrap();
+            let store = kassa_store_postgres::PostgresStore::connect(database.url(), pool).await.unwrap();
             (Arc::new(store.clone()), Arc::new(store), Guard::Postgres(database))
         }
-    };
+    })
+}
+
+/// An app whose settings `configure` adjusts after the test defaults
+/// (Argon2 at 1 MiB, a fixed token key) are applied.
+pub async fn spawn_app_with(
+    engine: Engine,
+    trusted: Vec<std::net::IpAddr>,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<App> {
+    let (store, db, guard) = open_store(engine, 16).await?;
     let ledger = Ledger::start(store, LedgerConfig::default());
     let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![KEY; 32]));
     settings.argon2_memory_kib = 1024;
@@ -280,6 +287,22 @@ impl App {
         let answer = self.post("/api/v1/accounts", Some(token), open_form()).await;
         assert_eq!(answer.status, 201, "{:?}: open account: {}", self.engine, answer.body);
         answer.body
+    }
+
+    /// A BYN credit card for the customer `token` signs in, the way a
+    /// customer gets one: an application for `requested`, approved by the
+    /// manager with `limit`. Returns the card's account id.
+    pub async fn credit_card(&self, token: &str, requested: &str, limit: &str) -> i64 {
+        let consents = json!([{"document": "terms", "version": "2026-01"}, {"document": "cards", "version": "2026-01"},
+                              {"document": "credit", "version": "2026-01"}]);
+        let form =
+            json!({"kind": "credit_card", "currency": "BYN", "requested_limit": requested, "consents": consents});
+        let applied = self.post("/api/v1/applications", Some(token), form).await;
+        assert_eq!(applied.status, 201, "{:?}: apply: {}", self.engine, applied.body);
+        let path = format!("/api/v1/staff/applications/{}/approve", applied.body["id"]);
+        let approved = self.post(&path, Some(&self.manager), json!({"credit_limit": limit})).await;
+        assert_eq!(approved.status, 200, "{:?}: approve: {}", self.engine, approved.body);
+        approved.body["account"].as_i64().unwrap()
     }
 
     pub async fn deposit(&self, account: &Value, amount: &str) {
