@@ -108,13 +108,16 @@ fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, StoreError
     )
     .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
     // WAL with synchronous=FULL: a commit returns only after its WAL frames
-    // are fsynced, which is the durability the ledger promises.
+    // are fsynced, which is the durability the ledger promises. The busy
+    // timeout comes first: switching to WAL needs the database to itself,
+    // and several processes opening a new database at once would otherwise
+    // see "database is locked" at once instead of waiting their turn.
     connection
         .execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA busy_timeout = 10000;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 10000;
              PRAGMA temp_store = MEMORY;
              PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
              PRAGMA cache_size = -{cache_kib};"
