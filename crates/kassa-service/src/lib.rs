@@ -175,6 +175,8 @@ pub struct Bank {
     pub(crate) tokens: Arc<TokenKeys>,
     pub(crate) sessions: Arc<SessionCache>,
     pub(crate) sides: Arc<money::SideCache>,
+    /// Daily-limit reservations, group-committed.
+    pub(crate) usage: Arc<limits::UsageBatcher>,
     /// The bank's time zone, for "today" (see [`calendar`]).
     pub(crate) zone: jiff::tz::TimeZone,
 }
@@ -202,6 +204,7 @@ impl Bank {
             tokens,
             sessions: Arc::new(SessionCache::default()),
             sides: Arc::default(),
+            usage: Arc::default(),
             zone,
         };
         accounts::bootstrap(&bank).await?;

@@ -392,20 +392,10 @@ impl Bank {
         let day = self.today().to_string();
         let mut draft = caller.audit(action, subject, request.clone());
         draft.outcome = "daily_limit_exceeded".into();
-        let now = now_us();
-        let used_day = day.clone();
-        let minor = amount.minor();
-        let refused = sql::write(&*self.db, move |tx| {
-            let over = limits::reserve(tx, account, kind, &used_day, minor)?;
-            if over.is_err() {
-                sql::journal(tx, now, std::slice::from_ref(&draft))?;
-            }
-            Ok::<_, StoreError>(over.err())
-        })
-        .await?;
+        let refused = self.usage.reserve(&*self.db, account, kind, day.clone(), amount.minor(), draft).await?;
         match refused {
-            None => Ok(day),
-            Some(over) => Err(ServiceError::Refused(
+            Ok(()) => Ok(day),
+            Err(over) => Err(ServiceError::Refused(
                 "daily_limit_exceeded",
                 format!(
                     "over the {} limit of {} {}: {} {} is left today",
