@@ -66,11 +66,6 @@ impl CardSettings {
     }
 }
 
-/// Starts this feature's background tasks (none).
-pub fn spawn(_bank: &crate::Bank) -> Vec<tokio::task::JoinHandle<()>> {
-    Vec::new()
-}
-
 /// A card as account views show it: the number masked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CardView {

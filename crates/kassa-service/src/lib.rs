@@ -219,7 +219,6 @@ impl Bank {
         tasks.extend(fx::spawn(self));
         tasks.extend(interest::spawn(self));
         tasks.extend(notify::spawn(self));
-        tasks.extend(cards::spawn(self));
         tasks
     }
 
