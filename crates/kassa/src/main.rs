@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use kassa_store::LedgerStore;
 
+mod atm;
 mod bench;
 mod bench_http;
 mod check;
@@ -61,6 +62,8 @@ pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn L
 enum Command {
     /// Run the bank: the HTTP API (and, later, the terminal port).
     Serve(serve::ServeArgs),
+    /// An ATM client for the terminal port: a screen, or a script (docs/atm.md).
+    Atm(atm::Args),
     /// Staff users.
     #[command(subcommand)]
     Staff(StaffCommand),
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::serve(args).await,
+            Command::Atm(args) => atm::run(args).await,
             Command::Staff(StaffCommand::Add(args)) => serve::staff_add(args).await,
             Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args).await,
             Command::Config(ConfigCommand::Default) => {
