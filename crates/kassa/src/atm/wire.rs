@@ -476,7 +476,12 @@ impl Client {
 async fn read_line(stream: &mut Stream) -> Result<Vec<u8>, WireError> {
     let mut line = Vec::new();
     loop {
-        let buffer = stream.fill_buf().await?;
+        let buffer = match stream.fill_buf().await {
+            Ok(buffer) => buffer,
+            // A peer that goes away without a TLS close_notify shows as an unexpected end.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+            Err(error) => return Err(WireError::Io(error)),
+        };
         if buffer.is_empty() {
             return Err(WireError::Closed);
         }
