@@ -385,11 +385,11 @@ impl App {
                     Action::None
                 }
                 Key::Char(c) => {
-                    if let Some(field) = form.fields.get_mut(form.focus) {
-                        if field.accepts(c) {
-                            field.value.push(c);
-                            form.problem = None;
-                        }
+                    if let Some(field) = form.fields.get_mut(form.focus)
+                        && field.accepts(c)
+                    {
+                        field.value.push(c);
+                        form.problem = None;
                     }
                     Action::None
                 }
@@ -601,10 +601,10 @@ impl App {
             }
             Screen::Form(form) => {
                 lines.push(Line::styled(form.purpose.title().to_owned(), bold));
-                if matches!(form.purpose, Purpose::Deposit | Purpose::Withdraw | Purpose::Transfer) {
-                    if let Some(currency) = self.session.as_ref().and_then(|session| session.currency.clone()) {
-                        lines.push(Line::from(format!("Currency: {currency}")));
-                    }
+                if matches!(form.purpose, Purpose::Deposit | Purpose::Withdraw | Purpose::Transfer)
+                    && let Some(currency) = self.session.as_ref().and_then(|session| session.currency.clone())
+                {
+                    lines.push(Line::from(format!("Currency: {currency}")));
                 }
                 lines.push(Line::from(""));
                 for (index, field) in form.fields.iter().enumerate() {
