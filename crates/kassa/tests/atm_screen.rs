@@ -193,3 +193,49 @@ async fn phone_login_refusal_and_the_password_is_never_drawn() {
     assert!(screen.contains("The login or password is not right. [invalid_credentials]"), "{screen}");
     assert_eq!(bank.requests.last().unwrap().1.get("password"), Some(&json!(PASSWORD)));
 }
+
+#[tokio::test]
+async fn a_script_prints_one_line_per_reply_and_stops_at_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let script = format!(
+        "# a comment\nlogin card {CARD} pin-file {}\nbalance\nwithdraw 12.50\nwithdraw 1000\nbalance\n",
+        pin_file.display()
+    );
+    let run = |keep_going: bool, json: bool| {
+        let script = script.clone();
+        async move {
+            let mut bank = FakeBank::new(5_000);
+            let mut out = Vec::new();
+            let options = atm::script::Options { json, keep_going, show_clock: !json };
+            let code = atm::script::run(&mut bank, script.as_bytes(), &mut out, &options).await.unwrap();
+            (code, String::from_utf8(out).unwrap(), bank)
+        }
+    };
+    let (code, out, bank) = run(false, false).await;
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+    assert!(!out.contains(PIN), "{out}");
+    let ops: Vec<&str> = bank.requests.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["hello", "login", "balance", "withdraw", "withdraw"], "a hello first; stopped after the refusal");
+    assert!(out.contains("[1 → 3] hello: bank Fake Bank, protocol 1, server clock 2, terminal Lobby ATM (#1)"), "{out}");
+    assert!(out.contains("login: signed in as Ivan P. (customer), account BY20KASA30120000000000000007 balance 50.00 BYN"), "{out}");
+    assert!(out.contains("balance: account BY20KASA30120000000000000007: balance 50.00 BYN, available 50.00"), "{out}");
+    assert!(out.contains("withdraw: transfer 0190-aa 12.50 BYN"), "{out}");
+    assert!(out.contains("withdraw: refused: Insufficient funds: there is not enough money in the account for this. (insufficient funds: 37.50 available) [insufficient_funds]"), "{out}");
+    assert!(out.contains("clock: send withdraw: "), "{out}");
+
+    let (code, out, bank) = run(true, true).await;
+    assert_eq!(code, std::process::ExitCode::FAILURE, "a refusal still fails the run");
+    assert_eq!(bank.requests.len(), 6, "--keep-going ran the last balance too");
+    let oks: Vec<bool> = out.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["ok"].as_bool().unwrap()).collect();
+    assert_eq!(oks, [true, true, true, true, false, true]);
+
+    let mut bank = FakeBank::new(0);
+    let mut out = Vec::new();
+    let options = atm::script::Options::default();
+    let code = atm::script::run(&mut bank, "hello\nfly away\nbalance\n".as_bytes(), &mut out, &options).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+    assert!(String::from_utf8(out).unwrap().contains("line 2: unknown command `fly`"));
+    assert_eq!(bank.requests.len(), 1, "nothing after the bad line");
+}

@@ -594,7 +594,7 @@ impl App {
             }
             Screen::Menu { selected } => {
                 let name = self.session.as_ref().map_or(String::new(), |session| session.name.clone());
-                lines.push(Line::styled(format!("Hello, {name}. Choose an operation:"), bold));
+                lines.push(Line::styled(format!("Hello, {name} — choose an operation:"), bold));
                 lines.push(Line::from(""));
                 let menu = self.menu();
                 lines.extend(numbered(menu.iter().map(|(label, _)| *label), *selected));

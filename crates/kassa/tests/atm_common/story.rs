@@ -64,7 +64,7 @@ pub async fn sign_in_by_card<B: Bank>(app: &mut App, bank: &mut B, secrets: &Sec
     enter(app, bank).await;
     screens.push(render(app));
     let menu = screens.last().expect("a screen");
-    assert!(menu.contains("Choose an operation"), "{menu}");
+    assert!(menu.contains("choose an operation"), "{menu}");
     assert!(menu.contains("3. Withdraw cash"), "{menu}");
     screens
 }
