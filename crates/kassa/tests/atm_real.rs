@@ -45,7 +45,14 @@ fn assert_clocks_increase(output: &str) {
     }
 }
 
-async fn script(server: &Server, name: &str, lines: &[String], terminal: Option<&(u64, PathBuf)>, extra: &[&str], env: &[(&str, &str)]) -> server::Finished {
+async fn script(
+    server: &Server,
+    name: &str,
+    lines: &[String],
+    terminal: Option<&(u64, PathBuf)>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> server::Finished {
     let path = server.dir.join(format!("{name}.atm"));
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let ca = server.ca();
@@ -239,7 +246,15 @@ async fn trust_on_first_use_against_the_real_server() {
     let path = dir.path().join("tofu.atm");
     std::fs::write(&path, steps.join("\n")).unwrap();
     let nowhere = dir.path().join("no-data-dir");
-    let args = ["atm", "--connect", &server.terminal, "--data-dir", nowhere.to_str().unwrap(), "--script", path.to_str().unwrap()];
+    let args = [
+        "atm",
+        "--connect",
+        &server.terminal,
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+        "--script",
+        path.to_str().unwrap(),
+    ];
     let first = run(dir.path(), "tofu-1", &args, &[], None).await;
     assert_eq!(first.code, Some(0), "{first:?}");
     assert!(first.stderr.contains("trusting") && first.stderr.contains("on first use"), "{first:?}");
@@ -249,7 +264,11 @@ async fn trust_on_first_use_against_the_real_server() {
     assert_eq!(second.code, Some(0), "{second:?}");
     assert!(!second.stderr.contains("trusting"), "{second:?}");
     // A pin that does not match is refused with a clear message.
-    std::fs::write(config.join("kassa").join("known_terminals"), format!("{} sha256:{}\n", server.terminal, "0".repeat(64))).unwrap();
+    std::fs::write(
+        config.join("kassa").join("known_terminals"),
+        format!("{} sha256:{}\n", server.terminal, "0".repeat(64)),
+    )
+    .unwrap();
     let third = run(dir.path(), "tofu-3", &args, &[], None).await;
     assert_eq!(third.code, Some(2), "{third:?}");
     assert!(third.stderr.contains("may be an impostor"), "{third:?}");

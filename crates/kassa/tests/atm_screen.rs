@@ -53,8 +53,10 @@ impl FakeBank {
         let refuse = |code: &str, message: &str| json!({"ok": false, "error": {"code": code, "message": message}});
         let account = || json!({"account": "BY20KASA30120000000000000007", "balance": "", "currency": "BYN"});
         match op {
-            "hello" => json!({"ok": true, "bank": "Fake Bank", "protocol_version": 1, "server_clock": self.server.now(),
-                "terminal": {"id": 1, "name": "Lobby ATM"}}),
+            "hello" => {
+                json!({"ok": true, "bank": "Fake Bank", "protocol_version": 1, "server_clock": self.server.now(),
+                "terminal": {"id": 1, "name": "Lobby ATM"}})
+            }
             "login" if text("card_number") == CARD && text("pin") == PIN => {
                 self.signed_in = Some("customer");
                 let mut account = account();
@@ -218,8 +220,14 @@ async fn a_script_prints_one_line_per_reply_and_stops_at_a_refusal() {
     assert!(!out.contains(PIN), "{out}");
     let ops: Vec<&str> = bank.requests.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(ops, ["hello", "login", "balance", "withdraw", "withdraw"], "a hello first; stopped after the refusal");
-    assert!(out.contains("[1 → 3] hello: bank Fake Bank, protocol 1, server clock 2, terminal Lobby ATM (#1)"), "{out}");
-    assert!(out.contains("login: signed in as Ivan P. (customer), account BY20KASA30120000000000000007 balance 50.00 BYN"), "{out}");
+    assert!(
+        out.contains("[1 → 3] hello: bank Fake Bank, protocol 1, server clock 2, terminal Lobby ATM (#1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("login: signed in as Ivan P. (customer), account BY20KASA30120000000000000007 balance 50.00 BYN"),
+        "{out}"
+    );
     assert!(out.contains("balance: account BY20KASA30120000000000000007: balance 50.00 BYN, available 50.00"), "{out}");
     assert!(out.contains("withdraw: transfer 0190-aa 12.50 BYN"), "{out}");
     assert!(out.contains("withdraw: refused: Insufficient funds: there is not enough money in the account for this. (insufficient funds: 37.50 available) [insufficient_funds]"), "{out}");
@@ -228,7 +236,8 @@ async fn a_script_prints_one_line_per_reply_and_stops_at_a_refusal() {
     let (code, out, bank) = run(true, true).await;
     assert_eq!(code, std::process::ExitCode::FAILURE, "a refusal still fails the run");
     assert_eq!(bank.requests.len(), 6, "--keep-going ran the last balance too");
-    let oks: Vec<bool> = out.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["ok"].as_bool().unwrap()).collect();
+    let oks: Vec<bool> =
+        out.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["ok"].as_bool().unwrap()).collect();
     assert_eq!(oks, [true, true, true, true, false, true]);
 
     let mut bank = FakeBank::new(0);

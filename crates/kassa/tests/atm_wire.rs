@@ -175,13 +175,15 @@ async fn a_line_over_16_kib_is_refused() {
         line.push('\n');
         Answer::Raw(line.into_bytes())
     });
-    let mut client = Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
     let error = client.call("ping", Map::new()).await.unwrap_err();
     assert!(matches!(error, WireError::FrameTooLarge), "{error}");
     // And a request over 16 KiB is not sent at all.
     let mut fields = Map::new();
     fields.insert("description".into(), json!("y".repeat(17 * 1024)));
-    let mut client = Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
     assert!(matches!(client.call("transfer", fields).await, Err(WireError::RequestTooLarge(_))));
 }
 
@@ -198,7 +200,8 @@ async fn a_dropped_withdrawal_is_resent_with_the_same_id_after_resume() {
         (_, Some("withdraw")) => Answer::Reply(json!({"ok": true, "transfer": {"id": "t-1"}})),
         _ => ok(),
     });
-    let mut client = Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
     client.call("hello", Map::new()).await.unwrap();
     let mut login = Map::new();
     login.insert("phone".into(), json!("+375291234567"));
@@ -214,16 +217,12 @@ async fn a_dropped_withdrawal_is_resent_with_the_same_id_after_resume() {
         .lock()
         .unwrap()
         .iter()
-        .map(|(connection, frame)| (*connection, frame["op"].as_str().unwrap().to_owned(), frame["id"].as_u64().unwrap()))
+        .map(|(connection, frame)| {
+            (*connection, frame["op"].as_str().unwrap().to_owned(), frame["id"].as_u64().unwrap())
+        })
         .collect();
-    let expected = [
-        (1, "hello", 1),
-        (1, "login", 2),
-        (1, "withdraw", 3),
-        (2, "hello", 4),
-        (2, "resume", 5),
-        (2, "withdraw", 3),
-    ];
+    let expected =
+        [(1, "hello", 1), (1, "login", 2), (1, "withdraw", 3), (2, "hello", 4), (2, "resume", 5), (2, "withdraw", 3)];
     let expected: Vec<(usize, String, u64)> = expected.iter().map(|(c, op, id)| (*c, (*op).to_owned(), *id)).collect();
     assert_eq!(seen, expected);
     // The next frame takes the next number after the ones used by the reconnect.
@@ -241,6 +240,37 @@ async fn a_dropped_withdrawal_is_resent_with_the_same_id_after_resume() {
     // Without a session there is nothing to resume: the loss is reported.
     let (socket, address) = listener().await;
     serve(socket, tls_config(), |_, _| Answer::Drop);
-    let mut client = Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
     assert!(matches!(client.call("hello", Map::new()).await, Err(WireError::Closed)));
+}
+
+#[tokio::test]
+async fn an_idle_timeout_read_late_is_a_lost_connection_and_the_session_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, address) = listener().await;
+    let log = serve(socket, tls_config(), |connection, frame| {
+        match (connection, frame["op"].as_str()) {
+        (_, Some("login" | "resume")) => Answer::Reply(json!({"ok": true, "role": "customer", "session_token": "tok-2"})),
+        // What the server sent when it closed the idle session, as the client reads it.
+        (1, Some("balance")) => Answer::Raw(
+            br#"{"id":null,"clock":90,"ok":false,"error":{"code":"idle_timeout","message":"idle"}}"#.iter().copied().chain([b'\n']).collect(),
+        ),
+        (_, Some("balance")) => Answer::Reply(json!({"ok": true, "balance": "1.00"})),
+        _ => ok(),
+    }
+    });
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    client.call("hello", Map::new()).await.unwrap();
+    client
+        .call("login", Map::from_iter([("phone".into(), json!("+1")), ("password".into(), json!("p"))]))
+        .await
+        .unwrap();
+    let reply = client.call("balance", Map::new()).await.unwrap();
+    assert_eq!(reply.field("balance"), Some(&json!("1.00")));
+    assert_eq!(client.reconnects, 1);
+    let ops: Vec<String> =
+        log.lock().unwrap().iter().map(|(_, frame)| frame["op"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ops, ["hello", "login", "balance", "hello", "resume", "balance"]);
 }

@@ -105,10 +105,9 @@ pub fn parse(line: &str, secrets: &dyn Secrets) -> Result<Option<Command>, Strin
             let how = words.next().ok_or("`login` needs `card`, `phone` or `staff`")?;
             let who = words.next().ok_or_else(|| format!("`login {how}` needs a number or login"))?;
             let mut request = match how {
-                "card" => fields(&[
-                    ("card_number", json!(who)),
-                    ("pin", json!(secret_words(&mut words, "pin", secrets)?)),
-                ]),
+                "card" => {
+                    fields(&[("card_number", json!(who)), ("pin", json!(secret_words(&mut words, "pin", secrets)?))])
+                }
                 "phone" => fields(&[
                     ("phone", json!(who)),
                     ("password", json!(secret_words(&mut words, "password", secrets)?)),
@@ -165,7 +164,8 @@ pub fn parse(line: &str, secrets: &dyn Secrets) -> Result<Option<Command>, Strin
             while index < rest.len() {
                 match (rest[index], rest.get(index + 1)) {
                     ("limit", Some(limit)) => {
-                        let limit: u64 = limit.parse().map_err(|_| format!("`limit` must be a number, not `{limit}`"))?;
+                        let limit: u64 =
+                            limit.parse().map_err(|_| format!("`limit` must be a number, not `{limit}`"))?;
                         request.insert("limit".into(), json!(limit));
                         index += 2;
                     }
@@ -194,7 +194,8 @@ pub fn parse(line: &str, secrets: &dyn Secrets) -> Result<Option<Command>, Strin
         }
         "open_account" => {
             let customer = next("a customer id")?;
-            let customer: u64 = customer.parse().map_err(|_| format!("the customer id must be a number, not `{customer}`"))?;
+            let customer: u64 =
+                customer.parse().map_err(|_| format!("the customer id must be a number, not `{customer}`"))?;
             let kind = next("a kind (current, savings, debit_card)")?;
             let currency = next("a currency")?;
             let mut request =
@@ -239,7 +240,12 @@ pub fn describe(op: &str, reply: &Reply) -> Vec<String> {
                 }
                 _ => String::new(),
             };
-            format!("bank {}, protocol {}, server clock {}{terminal}", get("bank"), get("protocol_version"), get("server_clock"))
+            format!(
+                "bank {}, protocol {}, server clock {}{terminal}",
+                get("bank"),
+                get("protocol_version"),
+                get("server_clock")
+            )
         }
         "login" | "resume" => {
             let account = match body.get("account") {
@@ -323,7 +329,9 @@ pub fn describe_item(op: &str, item: &Value) -> String {
                 field("description")
             )
         }
-        "customers" => format!("#{} {} {} {} {}", get("id"), get("first_name"), get("last_name"), get("phone"), get("status")),
+        "customers" => {
+            format!("#{} {} {} {} {}", get("id"), get("first_name"), get("last_name"), get("phone"), get("status"))
+        }
         "transactions" => format!(
             "#{} {} {} {} {} → {} ({})",
             get("id"),

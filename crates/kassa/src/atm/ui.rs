@@ -138,8 +138,12 @@ impl Purpose {
 
     fn fields(self) -> Vec<Field> {
         match self {
-            Purpose::LoginCard => vec![Field::new("Card number", Input::Digits), Field::new("PIN", Input::Digits).secret()],
-            Purpose::LoginPhone => vec![Field::new("Phone", Input::Phone), Field::new("Password", Input::Text).secret()],
+            Purpose::LoginCard => {
+                vec![Field::new("Card number", Input::Digits), Field::new("PIN", Input::Digits).secret()]
+            }
+            Purpose::LoginPhone => {
+                vec![Field::new("Phone", Input::Phone), Field::new("Password", Input::Text).secret()]
+            }
             Purpose::LoginStaff => vec![
                 Field::new("Login", Input::Text),
                 Field::new("Password", Input::Text).secret(),
@@ -199,13 +203,22 @@ enum Screen {
     Connecting,
     Welcome,
     /// How to sign in.
-    SignIn { selected: usize },
+    SignIn {
+        selected: usize,
+    },
     Form(Form),
-    Menu { selected: usize },
+    Menu {
+        selected: usize,
+    },
     /// A request is on its way.
     Waiting(&'static str),
     /// A receipt or a refusal; any key goes on to `next`.
-    Message { title: String, lines: Vec<String>, refused: bool, next: Box<Screen> },
+    Message {
+        title: String,
+        lines: Vec<String>,
+        refused: bool,
+        next: Box<Screen>,
+    },
     /// The connection is gone.
     Closed(String),
 }
@@ -299,7 +312,11 @@ impl App {
             menu.push(("Deposit cash", Choice::Form(Purpose::Deposit)));
             menu.push(("Withdraw cash", Choice::Form(Purpose::Withdraw)));
         }
-        menu.extend([("Transfer", Choice::Form(Purpose::Transfer)), ("History", Choice::History), ("Sign out", Choice::Logout)]);
+        menu.extend([
+            ("Transfer", Choice::Form(Purpose::Transfer)),
+            ("History", Choice::History),
+            ("Sign out", Choice::Logout),
+        ]);
         menu
     }
 
@@ -343,36 +360,32 @@ impl App {
                 Key::Char('q') | Key::Esc => Action::Quit,
                 _ => Action::None,
             },
-            Screen::SignIn { selected } => {
-                match pick(key, selected, choices.len()) {
-                    Pick::Chosen(index) => {
-                        if let Some((_, purpose)) = choices.get(index) {
-                            self.screen = App::form(*purpose);
-                        }
+            Screen::SignIn { selected } => match pick(key, selected, choices.len()) {
+                Pick::Chosen(index) => {
+                    if let Some((_, purpose)) = choices.get(index) {
+                        self.screen = App::form(*purpose);
+                    }
+                    Action::None
+                }
+                Pick::Back => {
+                    self.screen = Screen::Welcome;
+                    Action::None
+                }
+                Pick::Moved => Action::None,
+            },
+            Screen::Menu { selected } => match pick(key, selected, menu.len()) {
+                Pick::Chosen(index) => match menu.get(index).map(|(_, choice)| *choice) {
+                    Some(Choice::Form(purpose)) => {
+                        self.screen = App::form(purpose);
                         Action::None
                     }
-                    Pick::Back => {
-                        self.screen = Screen::Welcome;
-                        Action::None
-                    }
-                    Pick::Moved => Action::None,
-                }
-            }
-            Screen::Menu { selected } => {
-                match pick(key, selected, menu.len()) {
-                    Pick::Chosen(index) => match menu.get(index).map(|(_, choice)| *choice) {
-                        Some(Choice::Form(purpose)) => {
-                            self.screen = App::form(purpose);
-                            Action::None
-                        }
-                        Some(Choice::Balance) => self.send("balance", Map::new()),
-                        Some(Choice::History) => self.send("history", Map::new()),
-                        Some(Choice::Logout) => self.send("logout", Map::new()),
-                        None => Action::None,
-                    },
-                    Pick::Back | Pick::Moved => Action::None,
-                }
-            }
+                    Some(Choice::Balance) => self.send("balance", Map::new()),
+                    Some(Choice::History) => self.send("history", Map::new()),
+                    Some(Choice::Logout) => self.send("logout", Map::new()),
+                    None => Action::None,
+                },
+                Pick::Back | Pick::Moved => Action::None,
+            },
             Screen::Message { next, .. } => {
                 if matches!(key, Key::Enter | Key::Esc | Key::Char(' ')) {
                     self.screen = std::mem::replace(next, Screen::Welcome);
@@ -381,7 +394,11 @@ impl App {
             }
             Screen::Form(form) => match key {
                 Key::Esc => {
-                    self.screen = if self.session.is_some() { Screen::Menu { selected: 0 } } else { Screen::SignIn { selected: 0 } };
+                    self.screen = if self.session.is_some() {
+                        Screen::Menu { selected: 0 }
+                    } else {
+                        Screen::SignIn { selected: 0 }
+                    };
                     Action::None
                 }
                 Key::Char(c) => {
@@ -409,7 +426,8 @@ impl App {
                 }
                 Key::Enter => {
                     let last = form.focus + 1 >= form.fields.len();
-                    let filled = form.fields.get(form.focus).is_some_and(|field| !field.value.is_empty() || field.optional);
+                    let filled =
+                        form.fields.get(form.focus).is_some_and(|field| !field.value.is_empty() || field.optional);
                     if !last && filled {
                         form.focus += 1;
                         return Action::None;
@@ -486,10 +504,8 @@ impl App {
         match op {
             "hello" => {
                 self.bank = plain(body.get("bank"));
-                self.terminal = body
-                    .get("terminal")
-                    .and_then(Value::as_object)
-                    .map(|terminal| plain(terminal.get("name")));
+                self.terminal =
+                    body.get("terminal").and_then(Value::as_object).map(|terminal| plain(terminal.get("name")));
                 self.screen = Screen::Welcome;
             }
             "login" => {
@@ -498,7 +514,10 @@ impl App {
                 self.session = Some(Session {
                     name: plain(body.get("name")),
                     role: plain(body.get("role")),
-                    currency: account.and_then(|account| account.get("currency")).and_then(Value::as_str).map(str::to_owned),
+                    currency: account
+                        .and_then(|account| account.get("currency"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                     decimals: balance.map_or(2, decimals_of),
                 });
                 self.screen = Screen::Menu { selected: 0 };
@@ -518,8 +537,12 @@ impl App {
                 lines.push(String::new());
                 lines.push(clocks);
                 self.screen = Screen::Message {
-                    title: if matches!(op, "deposit" | "withdraw" | "transfer" | "balance") { "Receipt" } else { op_title(op) }
-                        .into(),
+                    title: if matches!(op, "deposit" | "withdraw" | "transfer" | "balance") {
+                        "Receipt"
+                    } else {
+                        op_title(op)
+                    }
+                    .into(),
                     lines,
                     refused: false,
                     next: Box::new(Screen::Menu { selected: 0 }),
@@ -545,7 +568,10 @@ impl App {
         let block = Block::bordered().title(title);
         let inner = block.inner(main);
         frame.render_widget(block, main);
-        frame.render_widget(Paragraph::new(self.body()).wrap(Wrap { trim: false }), inner.inner(Margin { horizontal: 1, vertical: 0 }));
+        frame.render_widget(
+            Paragraph::new(self.body()).wrap(Wrap { trim: false }),
+            inner.inner(Margin { horizontal: 1, vertical: 0 }),
+        );
         if let Some(side) = side {
             self.draw_clock(frame, side);
         }
@@ -667,7 +693,11 @@ fn numbered<'a>(labels: impl Iterator<Item = &'a str>, selected: usize) -> Vec<L
         .enumerate()
         .map(|(index, label)| {
             let line = format!("{} {}. {label}", if index == selected { ">" } else { " " }, index + 1);
-            if index == selected { Line::styled(line, Style::default().add_modifier(Modifier::REVERSED)) } else { Line::from(line) }
+            if index == selected {
+                Line::styled(line, Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                Line::from(line)
+            }
         })
         .collect()
 }
@@ -726,7 +756,10 @@ fn receipt(op: &str, reply: &Reply) -> Vec<String> {
             }
             items.iter().map(|item| describe_item(op, item)).collect()
         }
-        _ => describe(op, reply).into_iter().map(|line| line.split_once("] ").map_or(line.clone(), |(_, rest)| rest.to_owned())).collect(),
+        _ => describe(op, reply)
+            .into_iter()
+            .map(|line| line.split_once("] ").map_or(line.clone(), |(_, rest)| rest.to_owned()))
+            .collect(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! It knows nothing of screens or scripts, so `kassa bench --terminal` and
 //! the tests can use it as it is.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times an interrupted call is re-sent on a new connection.
 const RECONNECT_ATTEMPTS: u32 = 3;
+/// How many replies to other frames are skipped while waiting for one.
+const MAX_STRAY_REPLIES: u32 = 16;
+/// How many clock ticks are kept for [`Client::take_ticks`]; a client that
+/// never takes them (a benchmark) keeps only the latest.
+const TICKS_KEPT: usize = 1024;
 
 /// What went wrong talking to the server (not a refusal: those are
 /// [`Reply`]s with `ok: false`).
@@ -243,14 +249,9 @@ impl fmt::Display for Tick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.kind, self.remote) {
             (TickKind::Send, _) => write!(f, "send {}: {} -> {}", self.op, self.before, self.after),
-            (TickKind::Receive, remote) => write!(
-                f,
-                "recv {}: max({}, {}) + 1 = {}",
-                self.op,
-                self.before,
-                remote.unwrap_or(0),
-                self.after
-            ),
+            (TickKind::Receive, remote) => {
+                write!(f, "recv {}: max({}, {}) + 1 = {}", self.op, self.before, remote.unwrap_or(0), self.after)
+            }
         }
     }
 }
@@ -289,7 +290,7 @@ pub struct Client {
     next_id: u64,
     session_token: Option<String>,
     greeted: bool,
-    ticks: Vec<Tick>,
+    ticks: VecDeque<Tick>,
     /// How many times the connection was re-established.
     pub reconnects: u32,
 }
@@ -320,7 +321,7 @@ impl Client {
             next_id: 1,
             session_token: None,
             greeted: false,
-            ticks: Vec::new(),
+            ticks: VecDeque::new(),
             reconnects: 0,
         })
     }
@@ -340,7 +341,7 @@ impl Client {
 
     /// The clock ticks since the last call, oldest first.
     pub fn take_ticks(&mut self) -> Vec<Tick> {
-        std::mem::take(&mut self.ticks)
+        self.ticks.drain(..).collect()
     }
 
     /// Sends `hello` with this client's identity.
@@ -420,7 +421,9 @@ impl Client {
         let token = self.session_token.clone().ok_or(WireError::Closed)?;
         self.stream = Some(open(&self.address, &self.trust).await?);
         self.reconnects = self.reconnects.saturating_add(1);
-        for (op, fields) in [("hello", self.hello_fields()), ("resume", Map::from_iter([("session_token".into(), json!(token))]))] {
+        for (op, fields) in
+            [("hello", self.hello_fields()), ("resume", Map::from_iter([("session_token".into(), json!(token))]))]
+        {
             let id = self.next_id;
             self.next_id = self.next_id.saturating_add(1);
             let reply = self.exchange(id, op, &fields).await?;
@@ -441,14 +444,16 @@ impl Client {
         frame.insert("id".into(), json!(id));
         frame.insert("clock".into(), json!(clock));
         frame.insert("op".into(), json!(op));
-        let mut line = serde_json::to_vec(&Value::Object(frame)).map_err(|error| WireError::BadReply(error.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&Value::Object(frame)).map_err(|error| WireError::BadReply(error.to_string()))?;
         line.push(b'\n');
         if line.len() > MAX_FRAME_BYTES {
             return Err(WireError::RequestTooLarge(line.len()));
         }
-        self.ticks.push(Tick { kind: TickKind::Send, op: op.to_owned(), remote: None, before, after: clock });
+        record(&mut self.ticks, Tick { kind: TickKind::Send, op: op.to_owned(), remote: None, before, after: clock });
         stream.get_mut().write_all(&line).await?;
         stream.get_mut().flush().await?;
+        let mut strays = 0;
         loop {
             let line = match tokio::time::timeout(REPLY_TIMEOUT, read_line(stream)).await {
                 Ok(line) => line?,
@@ -457,19 +462,35 @@ impl Client {
             let reply = Reply::parse(&line, clock)?;
             let before = self.clock.now();
             let after = self.clock.tick_receive(reply.clock);
-            self.ticks.push(Tick {
-                kind: TickKind::Receive,
-                op: op.to_owned(),
-                remote: Some(reply.clock),
-                before,
-                after,
-            });
+            record(
+                &mut self.ticks,
+                Tick { kind: TickKind::Receive, op: op.to_owned(), remote: Some(reply.clock), before, after },
+            );
+            // An idle session's goodbye, read only now that we speak again: the
+            // connection is gone, and a signed-in session can be resumed.
+            if reply.id.is_none() && reply.body.as_ref().is_err_and(|refusal| refusal.code == "idle_timeout") {
+                return Err(WireError::Closed);
+            }
             // A reply to another frame (one sent before a reconnect) is not this one's.
             if reply.id.is_none_or(|reply_id| reply_id == id) {
                 return Ok(reply);
             }
+            strays += 1;
+            if strays > MAX_STRAY_REPLIES {
+                return Err(WireError::BadReply(format!(
+                    "{strays} replies to other frames while waiting for frame {id}"
+                )));
+            }
         }
     }
+}
+
+/// Keeps a tick, dropping the oldest past [`TICKS_KEPT`].
+fn record(ticks: &mut VecDeque<Tick>, tick: Tick) {
+    if ticks.len() == TICKS_KEPT {
+        ticks.pop_front();
+    }
+    ticks.push_back(tick);
 }
 
 /// Reads one line of at most [`MAX_FRAME_BYTES`], without its line end.
@@ -539,7 +560,10 @@ async fn open(address: &str, trust: &TrustConfig) -> Result<Stream, WireError> {
     }
 }
 
-fn client_config(address: &str, trust: &TrustConfig) -> Result<(Arc<ClientConfig>, Option<Arc<PinVerifier>>), WireError> {
+fn client_config(
+    address: &str,
+    trust: &TrustConfig,
+) -> Result<(Arc<ClientConfig>, Option<Arc<PinVerifier>>), WireError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|error| WireError::Trust(format!("TLS protocol versions: {error}")))?;
@@ -628,7 +652,9 @@ impl PinVerifier {
         if self.pinned.is_some() {
             return Ok(());
         }
-        let fail = |error: io::Error| WireError::Trust(format!("pinning the certificate in {}: {error}", self.store.display()));
+        let fail = |error: io::Error| {
+            WireError::Trust(format!("pinning the certificate in {}: {error}", self.store.display()))
+        };
         if let Some(dir) = self.store.parent() {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }

@@ -67,7 +67,12 @@ pub async fn run(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)], st
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{name} still running after {} s:\n{}\n{}", COMMAND_DEADLINE.as_secs(), read(&stdout), read(&stderr));
+            panic!(
+                "{name} still running after {} s:\n{}\n{}",
+                COMMAND_DEADLINE.as_secs(),
+                read(&stdout),
+                read(&stderr)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -254,12 +259,17 @@ pub async fn customer_with_card(server: &Server, n: u32) -> Customer {
     assert_eq!(status, 201, "open a card: {account}");
     let account_id = account["id"].as_i64().expect("an account id");
     let number = account["number"].as_str().expect("an account number").to_owned();
-    let (status, revealed) =
-        server.post(&format!("/api/v1/accounts/{account_id}/card/reveal"), Some(&token), &json!({"password": PASSWORD})).await;
+    let (status, revealed) = server
+        .post(&format!("/api/v1/accounts/{account_id}/card/reveal"), Some(&token), &json!({"password": PASSWORD}))
+        .await;
     assert_eq!(status, 200, "reveal: {revealed}");
     let card = revealed["number"].as_str().expect("a card number").to_owned();
     let (status, body) = server
-        .post(&format!("/api/v1/accounts/{account_id}/card/pin"), Some(&token), &json!({"password": PASSWORD, "pin": PIN}))
+        .post(
+            &format!("/api/v1/accounts/{account_id}/card/pin"),
+            Some(&token),
+            &json!({"password": PASSWORD, "pin": PIN}),
+        )
         .await;
     assert!((200..300).contains(&status), "set the PIN: {status} {body}");
     Customer { id, phone, token, account_id, account: number, card }
