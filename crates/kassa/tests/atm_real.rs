@@ -184,7 +184,7 @@ async fn a_staff_session_in_a_script() {
     let steps = lines(&[
         "login staff admin password-env ATM_ADMIN totp-env ATM_TOTP",
         "customers Ivanova",
-        &format!("open_account {} savings BYN", anna.id),
+        &format!("open_account {} current BYN", anna.id),
         &format!("close_account {spare}"),
         "transactions limit 5",
         "balance",

@@ -229,7 +229,7 @@ async fn a_script_prints_one_line_per_reply_and_stops_at_a_refusal() {
         "{out}"
     );
     assert!(out.contains("balance: account BY20KASA30120000000000000007: balance 50.00 BYN, available 50.00"), "{out}");
-    assert!(out.contains("withdraw: transfer 0190-aa 12.50 BYN"), "{out}");
+    assert!(out.contains("withdraw: transfer 0190-aa cash_withdrawal 12.50 BYN (posted), balance 37.50 BYN"), "{out}");
     assert!(out.contains("withdraw: refused: Insufficient funds: there is not enough money in the account for this. (insufficient funds: 37.50 available) [insufficient_funds]"), "{out}");
     assert!(out.contains("clock: send withdraw: "), "{out}");
 

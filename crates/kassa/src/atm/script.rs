@@ -270,12 +270,11 @@ pub fn describe(op: &str, reply: &Reply) -> Vec<String> {
             let transfer = body.get("transfer").and_then(Value::as_object);
             let field = |name: &str| plain(transfer.and_then(|transfer| transfer.get(name)));
             let mut text = format!(
-                "transfer {} {} {} {} → {} ({})",
+                "transfer {} {} {} {} ({})",
                 field("id"),
+                field("kind"),
                 field("amount"),
                 field("currency"),
-                field("debit_account"),
-                field("credit_account"),
                 field("state")
             );
             if body.contains_key("balance") {
@@ -333,7 +332,7 @@ pub fn describe_item(op: &str, item: &Value) -> String {
             format!("#{} {} {} {} {}", get("id"), get("first_name"), get("last_name"), get("phone"), get("status"))
         }
         "transactions" => format!(
-            "#{} {} {} {} {} → {} ({})",
+            "{} {} {} {} #{} → #{} ({})",
             get("id"),
             get("created_at"),
             get("amount"),

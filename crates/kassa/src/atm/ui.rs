@@ -738,12 +738,16 @@ fn receipt(op: &str, reply: &Reply) -> Vec<String> {
                 "withdraw" => "Withdrawn",
                 _ => "Transferred",
             };
-            let mut lines = vec![
-                format!("{verb}: {} {}", field("amount"), field("currency")),
-                format!("From:      {}", field("debit_account")),
-                format!("To:        {}", field("credit_account")),
-                format!("Transfer:  {} ({})", field("id"), field("state")),
-            ];
+            // The transfer names accounts by the bank's internal ids; the
+            // reply's `account` is the number the customer knows.
+            let mut lines = vec![format!("{verb}: {} {}", field("amount"), field("currency"))];
+            if body.contains_key("account") {
+                lines.push(format!("Account:   {}", get("account")));
+            }
+            if !field("description").is_empty() && field("description") != "—" {
+                lines.push(format!("For:       {}", field("description")));
+            }
+            lines.push(format!("Transfer:  {} ({})", field("id"), field("state")));
             if body.contains_key("balance") {
                 lines.push(format!("Balance:   {} {}", get("balance"), get("currency")));
             }
