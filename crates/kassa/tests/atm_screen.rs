@@ -84,6 +84,17 @@ impl FakeBank {
                     "credit_account": "ATM cash"}, "balance": Self::money(self.balance_minor),
                     "available": Self::money(self.balance_minor), "currency": "BYN"})
             }
+            "history" => {
+                // Two pages of one item each.
+                let (description, next) = match fields.get("cursor") {
+                    None => ("first page", json!("c2")),
+                    Some(_) => ("second page", Value::Null),
+                };
+                json!({"ok": true, "items": [{"id": "0190-ab", "state": "posted", "kind": "transfer", "amount": "1.00",
+                    "currency": "BYN", "debit_account": 7, "credit_account": 9, "description": description,
+                    "created_at": "2026-11-23T01:00:00Z", "direction": "debit", "balance_after": "49.00"}],
+                    "next_cursor": next})
+            }
             "logout" => {
                 self.signed_in = None;
                 json!({"ok": true})
@@ -247,4 +258,24 @@ async fn a_script_prints_one_line_per_reply_and_stops_at_a_refusal() {
     assert_eq!(code, std::process::ExitCode::FAILURE);
     assert!(String::from_utf8(out).unwrap().contains("line 2: unknown command `fly`"));
     assert_eq!(bank.requests.len(), 1, "nothing after the bad line");
+}
+
+#[tokio::test]
+async fn history_pages_on_the_screen() {
+    let mut bank = FakeBank::new(5_000);
+    let mut app = atm::ui::App::new(false);
+    let secrets = story::Secrets { card: CARD.into(), pin: PIN.into() };
+    story::sign_in_by_card(&mut app, &mut bank, &secrets).await;
+    story::press(&mut app, &mut bank, "5").await;
+    let screen = story::render(&app);
+    assert!(screen.contains("2026-11-23T01:00:00Z -1.00 BYN balance after 49.00 first page"), "{screen}");
+    assert!(screen.contains("n: next page"), "{screen}");
+    story::press(&mut app, &mut bank, "n").await;
+    let screen = story::render(&app);
+    assert!(screen.contains("second page"), "{screen}");
+    assert!(!screen.contains("n: next page"), "{screen}");
+    let (op, fields) = bank.requests.last().unwrap();
+    assert_eq!((op.as_str(), fields.get("cursor")), ("history", Some(&json!("c2"))));
+    story::enter(&mut app, &mut bank).await;
+    assert!(story::render(&app).contains("choose an operation"));
 }

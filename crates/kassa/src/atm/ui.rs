@@ -270,6 +270,10 @@ pub struct App {
     last_clocks: Option<(u64, u64)>,
     /// The operation in flight.
     pending: Option<&'static str>,
+    /// A list request's fields (never a sign-in's), to ask for its next page.
+    list_request: Map<String, Value>,
+    /// The next page of the list on screen: the operation and its request.
+    next_page: Option<(&'static str, Map<String, Value>)>,
 }
 
 impl App {
@@ -283,6 +287,8 @@ impl App {
             ticks: VecDeque::new(),
             last_clocks: None,
             pending: None,
+            list_request: Map::new(),
+            next_page: None,
         }
     }
 
@@ -336,6 +342,8 @@ impl App {
 
     fn send(&mut self, op: &'static str, fields: Map<String, Value>) -> Action {
         self.pending = Some(op);
+        self.next_page = None;
+        self.list_request = if is_list(op) { fields.clone() } else { Map::new() };
         self.screen = Screen::Waiting(op);
         Action::Send { op, fields }
     }
@@ -387,6 +395,11 @@ impl App {
                 Pick::Back | Pick::Moved => Action::None,
             },
             Screen::Message { next, .. } => {
+                if key == Key::Char('n')
+                    && let Some((op, fields)) = self.next_page.take()
+                {
+                    return self.send(op, fields);
+                }
                 if matches!(key, Key::Enter | Key::Esc | Key::Char(' ')) {
                     self.screen = std::mem::replace(next, Screen::Welcome);
                 }
@@ -533,6 +546,13 @@ impl App {
             }
             "ping" => {}
             _ => {
+                if is_list(op)
+                    && let Some(cursor) = body.get("next_cursor").and_then(Value::as_str)
+                {
+                    let mut fields = std::mem::take(&mut self.list_request);
+                    fields.insert("cursor".into(), json!(cursor));
+                    self.next_page = Some((op, fields));
+                }
                 let mut lines = receipt(op, &reply);
                 lines.push(String::new());
                 lines.push(clocks);
@@ -596,6 +616,7 @@ impl App {
             Screen::Welcome => "Enter: sign in  q: quit",
             Screen::SignIn { .. } | Screen::Menu { .. } => "number or ↑↓ Enter: choose  Esc: back",
             Screen::Form(_) => "Enter: next/submit  Tab: next field  Esc: cancel",
+            Screen::Message { .. } if self.next_page.is_some() => "Enter: continue  n: next page",
             Screen::Message { .. } => "Enter: continue",
             Screen::Closed(_) => "Enter: quit",
             Screen::Connecting | Screen::Waiting(_) => "please wait…",
@@ -700,6 +721,10 @@ fn numbered<'a>(labels: impl Iterator<Item = &'a str>, selected: usize) -> Vec<L
             }
         })
         .collect()
+}
+
+fn is_list(op: &str) -> bool {
+    matches!(op, "history" | "customers" | "transactions")
 }
 
 fn op_title(op: &str) -> &'static str {
