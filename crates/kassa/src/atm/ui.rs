@@ -576,7 +576,7 @@ impl App {
         let area = frame.area();
         let [main, footer] = Layout::vertical([Constraint::Min(5), Constraint::Length(1)]).areas(area);
         let (main, side) = if self.show_clock {
-            let [main, side] = Layout::horizontal([Constraint::Min(40), Constraint::Length(38)]).areas(main);
+            let [main, side] = Layout::horizontal([Constraint::Min(40), Constraint::Length(46)]).areas(main);
             (main, Some(side))
         } else {
             (main, None)
@@ -608,7 +608,8 @@ impl App {
         let rows = usize::from(block.inner(area).height);
         let start = self.ticks.len().saturating_sub(rows);
         let lines: Vec<Line<'_>> = self.ticks.iter().skip(start).map(|tick| Line::from(tick.to_string())).collect();
-        frame.render_widget(Paragraph::new(lines).block(block), area);
+        // Long clocks wrap rather than being cut.
+        frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
     }
 
     fn hints(&self) -> &'static str {
