@@ -8,7 +8,7 @@ DIR=$(mktemp -d)
 PORT=${PORT:-18080}
 API=http://127.0.0.1:$PORT/api/v1
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DIR"' EXIT
-"$KASSA" serve --data-dir "$DIR" --listen 127.0.0.1:$PORT >"$DIR/serve.log" 2>&1 &
+"$KASSA" serve --data-dir "$DIR" --listen 127.0.0.1:$PORT --terminal-listen 127.0.0.1:0 >"$DIR/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.2; done
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }

@@ -11,6 +11,7 @@ mod metrics;
 mod notify;
 pub mod openapi;
 mod statements;
+mod terminals;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -323,14 +324,14 @@ struct PasswordForm {
 }
 
 #[derive(Debug, Deserialize)]
-struct StatusForm {
-    status: Option<String>,
+pub(crate) struct StatusForm {
+    pub(crate) status: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct PageQuery {
-    cursor: Option<String>,
-    limit: Option<u32>,
+pub(crate) struct PageQuery {
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -747,6 +748,7 @@ pub fn router(state: AppState) -> Router {
         .merge(approvals::routes())
         .merge(fx::routes())
         .merge(interest::routes())
+        .merge(terminals::routes())
         .merge(notify::routes())
         .merge(statements::routes());
     let body_max = state.body_max_bytes;

@@ -154,6 +154,7 @@ pub fn all_routes() -> impl Iterator<Item = &'static RouteDoc> {
         .chain(crate::approvals::ROUTES)
         .chain(crate::fx::ROUTES)
         .chain(crate::interest::ROUTES)
+        .chain(crate::terminals::ROUTES)
         .chain(crate::notify::ROUTES)
         .chain(crate::statements::ROUTES)
 }
@@ -175,6 +176,7 @@ fn schemas() -> Value {
             crate::approvals::schemas(),
             crate::fx::schemas(),
             crate::interest::schemas(),
+            crate::terminals::schemas(),
             crate::notify::schemas(),
             crate::statements::schemas(),
         ];

@@ -308,6 +308,7 @@ async fn a_debit_card_story(engine: Engine) {
             restricted: false,
         }),
         origin: "test".into(),
+        clock: None,
     };
     let form = |kind: &str, prefix: &str| kassa_service::accounts::ProductForm {
         code: Some("visa_debit".into()),

@@ -417,6 +417,7 @@ async fn a_transfer_at_23_59_is_on_that_day(engine: Engine) {
             restricted: false,
         }),
         origin: "127.0.0.1".into(),
+        clock: None,
     };
     let account = bank.open_account(&customer, None, serde_json::from_value(open_form()).unwrap()).await.unwrap();
     let cash = {

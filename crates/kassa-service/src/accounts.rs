@@ -366,7 +366,7 @@ pub(crate) async fn bootstrap(bank: &Bank) -> ServiceResult<()> {
 }
 
 /// Inserts a ledger account row (zero balances) and gives it its IBAN.
-fn insert_ledger_account(
+pub(crate) fn insert_ledger_account(
     tx: &mut dyn Tx,
     profile: &crate::country::CountryProfile,
     bank_code: &str,

@@ -261,7 +261,7 @@ fn customers_of(tx: &mut dyn Tx, accounts: &[i64]) -> Result<Vec<i64>, StoreErro
 
 /// An entry by the bank itself (the expiry task).
 fn system_draft(action: &str, subject: String, detail: serde_json::Value) -> AuditDraft {
-    let mut draft = Caller { user: None, origin: "cli".into() }.audit(action, subject, detail);
+    let mut draft = Caller::anonymous("cli").audit(action, subject, detail);
     draft.origin = "system".into();
     draft
 }

@@ -187,6 +187,20 @@ impl Bank {
     /// Signs in with a phone number (customers) or a staff login, a
     /// password and, for staff with a second factor, a TOTP code.
     pub async fn login(&self, origin: &str, login: &str, password: &str, totp: Option<&str>) -> ServiceResult<Tokens> {
+        self.login_from(&Caller::anonymous(origin), login, password, totp).await
+    }
+
+    /// [`Bank::login`] for a caller that is not signed in yet but carries
+    /// more than an address: the terminal protocol's clock for the journal.
+    pub async fn login_from(
+        &self,
+        from: &Caller,
+        login: &str,
+        password: &str,
+        totp: Option<&str>,
+    ) -> ServiceResult<Tokens> {
+        let origin = from.origin.as_str();
+        let clock = from.clock;
         let now = now_us();
         // Phones are normalised so that every spelling of one number shares
         // one throttle; anything else is a staff login, compared in lower case.
@@ -209,7 +223,7 @@ impl Bank {
         let account = match account {
             Some(account) if ok && account.active => account,
             _ => {
-                self.record_failure(&login_key, origin, now, "invalid_credentials").await?;
+                self.record_failure(from, &login_key, now, "invalid_credentials").await?;
                 if throttle.address_over {
                     return Err(ServiceError::Throttled { retry_after_s: self.settings.address_window_s });
                 }
@@ -226,7 +240,7 @@ impl Bank {
             match crypto::totp::verify(secret, code, unix_s(now)) {
                 Some(step) if step > account.totp_last_step => totp_step = Some(step),
                 _ => {
-                    self.record_failure(&login_key, origin, now, "totp_invalid").await?;
+                    self.record_failure(from, &login_key, now, "totp_invalid").await?;
                     return Err(ServiceError::Unauthorized("totp_invalid", "the authenticator code is not valid"));
                 }
             }
@@ -257,6 +271,7 @@ impl Bank {
             let caller = Caller {
                 user: Some(SignedIn { id: account.id, role, session_id: session.clone(), restricted: false }),
                 origin: origin_owned.clone(),
+                clock,
             };
             sql::journal(tx, now, &[caller.audit("auth.login", caller.actor(), json!({"session": short(&session)}))])?;
             Ok::<_, ServiceError>((session, refresh))
@@ -344,13 +359,14 @@ impl Bank {
 
     /// Counts a failed sign-in against the login and the address and
     /// journals it, in one transaction.
-    async fn record_failure(&self, login_key: &str, origin: &str, now: i64, outcome: &str) -> ServiceResult<()> {
+    async fn record_failure(&self, from: &Caller, login_key: &str, now: i64, outcome: &str) -> ServiceResult<()> {
+        let origin = from.origin.as_str();
         let login = format!("login:{login_key}");
         let address = format!("addr:{origin}");
         let free = i64::from(self.settings.login_failures_free);
         let cap_us = self.settings.login_throttle_max_s.saturating_mul(1_000_000);
         let window_us = self.settings.address_window_s.saturating_mul(1_000_000);
-        let mut draft = Caller::anonymous(origin).audit("auth.login", format!("login:{login_key}"), json!({}));
+        let mut draft = from.audit("auth.login", format!("login:{login_key}"), json!({}));
         draft.outcome = outcome.to_owned();
         sql::write(&*self.db, move |tx| {
             bump(tx, &login, now, LOGIN_WINDOW_S * 1_000_000, |failures| {
@@ -393,7 +409,7 @@ impl Bank {
         if claims.sub != subject(&info.caller_user) || claims.role != info.caller_user.role.as_str() {
             return Err(ServiceError::Unauthorized("invalid_token", "the access token is not valid"));
         }
-        Ok(Caller { user: Some(info.caller_user), origin: origin.to_owned() })
+        Ok(Caller { user: Some(info.caller_user), origin: origin.to_owned(), clock: None })
     }
 
     async fn load_session(&self, session: &str, now: i64) -> ServiceResult<Option<SessionInfo>> {

@@ -622,13 +622,25 @@ impl Bank {
         pin: &str,
         registered_terminal: Option<i64>,
     ) -> ServiceResult<PinAccepted> {
+        self.verify_card_pin_at(card_number, pin, registered_terminal, None).await
+    }
+
+    /// [`Bank::verify_card_pin`] with the terminal protocol's clock for the
+    /// journal.
+    pub async fn verify_card_pin_at(
+        &self,
+        card_number: &str,
+        pin: &str,
+        registered_terminal: Option<i64>,
+        clock: Option<i64>,
+    ) -> ServiceResult<PinAccepted> {
         let number = normalize_card_number(card_number).ok_or_else(card_not_found)?;
         let well_formed = pin.len() == 4 && pin.bytes().all(|b| b.is_ascii_digit());
         let key = self.settings.card_key.0.clone();
         let today = self.today();
         let now = now_us();
         let origin = registered_terminal.map_or_else(|| "unregistered".to_owned(), |id| format!("terminal:{id}"));
-        let caller = Caller::anonymous(origin);
+        let caller = Caller { clock, ..Caller::anonymous(origin) };
         let pin = pin.to_owned();
         let outcome = sql::write(&*self.db, move |tx| {
             let Some(row) = tx.query_opt(&format!("{CARD_ROW_SQL} WHERE c.number = $1"), &[Value::from(&number)])?

@@ -26,6 +26,7 @@ pub mod notify;
 pub mod people;
 pub mod settings;
 pub mod statements;
+pub mod terminals;
 
 use std::sync::Arc;
 
@@ -83,6 +84,9 @@ pub struct Caller {
     /// The client address (after trusted-proxy resolution), a terminal, or
     /// `cli`.
     pub origin: String,
+    /// The terminal protocol's logical clock at the request's receipt, for
+    /// the journal; `None` for every other interface.
+    pub clock: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +101,7 @@ pub struct SignedIn {
 
 impl Caller {
     pub fn anonymous(origin: impl Into<String>) -> Caller {
-        Caller { user: None, origin: origin.into() }
+        Caller { user: None, origin: origin.into(), clock: None }
     }
 
     /// The journal's name for the actor: `customer:12`, `staff:3`,
@@ -127,7 +131,7 @@ impl Caller {
             action: action.to_owned(),
             subject: subject.into(),
             origin: self.origin.clone(),
-            clock: None,
+            clock: self.clock,
             outcome: "ok".into(),
             detail: detail.to_string(),
             notify: notify::wants(action),

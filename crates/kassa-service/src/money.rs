@@ -614,6 +614,66 @@ impl Bank {
         self.move_money(caller, idempotency, movement).await
     }
 
+    /// The id of the account `reference` (an id, an account number or a
+    /// card number) names: one of the caller's own for a customer, any
+    /// customer's for staff; `account_not_found` otherwise.
+    pub async fn account_id_by_reference(
+        &self,
+        caller: &Caller,
+        field: &'static str,
+        reference: &str,
+    ) -> ServiceResult<i64> {
+        let owner = self.visible_owner(caller)?;
+        let found = self.sides(vec![(field, reference.to_owned())]).await?.into_iter().next().flatten();
+        match found {
+            Some(side) if side.owner.is_some() && owner.is_none_or(|owner| side.owner == Some(owner)) => Ok(side.id),
+            _ => Err(ServiceError::NotFound("account_not_found", "no such account")),
+        }
+    }
+
+    /// The customer's default account: the one marked default, else the
+    /// first active one.
+    pub async fn default_account(&self, caller: &Caller) -> ServiceResult<i64> {
+        let accounts = self.accounts(caller, None, None, Some(200)).await?.items;
+        accounts
+            .iter()
+            .find(|view| view.is_default && view.status == "active")
+            .or_else(|| accounts.iter().find(|view| view.status == "active"))
+            .map(|view| view.id)
+            .ok_or(ServiceError::NotFound("account_not_found", "you have no active account"))
+    }
+
+    /// A customer puts cash into a registered terminal (`deposit`) or takes
+    /// it out, against the terminal's own cash account in the account's
+    /// currency. Withdrawals count against the account's daily withdrawal
+    /// limit, as at the desk.
+    pub async fn terminal_cash(
+        &self,
+        caller: &Caller,
+        terminal: i64,
+        account: i64,
+        deposit: bool,
+        amount: &str,
+        idempotency: Option<Idempotency>,
+    ) -> ServiceResult<serde_json::Value> {
+        caller.customer()?;
+        let view = self.account(caller, account).await?;
+        let mut problems = Vec::new();
+        let Some(Amounts { amount, currency }) = parse_amount(&mut problems, Some(amount), Some(&view.currency)) else {
+            return Err(ServiceError::Invalid(problems));
+        };
+        let cash = self.terminal_cash_account(terminal, currency.code()).await?;
+        let (debit, credit, kind) =
+            if deposit { (cash, account, TransferKind::Deposit) } else { (account, cash, TransferKind::Withdrawal) };
+        let action = if deposit { "terminal.deposit" } else { "terminal.withdrawal" };
+        let request = json!({"account": account, "terminal": terminal, "amount_minor": amount.minor(),
+                             "currency": currency.code(), "customers": [view.owner]});
+        let usage = (!deposit).then_some(DailyKind::Withdrawal);
+        let description = format!("terminal {terminal}");
+        let movement = Movement { action, debit, credit, amount, currency, kind, description, request, usage };
+        self.move_money(caller, idempotency, movement).await
+    }
+
     /// Staff move money between two customer accounts (a correction, an
     /// instruction given at the desk).
     pub async fn staff_transfer(

@@ -47,6 +47,8 @@ pub const NOTIFYING_ACTIONS: &[&str] = &[
     "staff.transfer",
     "cash.deposit",
     "cash.withdrawal",
+    "terminal.deposit",
+    "terminal.withdrawal",
     "exchange.create",
     "application.approve",
     "application.reject",

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_outbox.sql")),
     (9, include_str!("../migrations/0009_card_key.sql")),
     (10, include_str!("../migrations/0010_notify_prefs.sql")),
+    (11, include_str!("../migrations/0011_terminals.sql")),
 ];
 
 /// The advisory lock key that serialises migrations; advisory locks are per

@@ -93,7 +93,7 @@ async fn migrations_are_idempotent_and_safe_to_race() -> TestResult {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, (1..=10).collect::<Vec<i64>>(), "each migration recorded exactly once");
+    assert_eq!(versions, (1..=11).collect::<Vec<i64>>(), "each migration recorded exactly once");
     Ok(())
 }
 

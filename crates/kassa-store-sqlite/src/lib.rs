@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_outbox.sql")),
     (9, include_str!("../migrations/0009_card_key.sql")),
     (10, include_str!("../migrations/0010_notify_prefs.sql")),
+    (11, include_str!("../migrations/0011_terminals.sql")),
 ];
 
 const ACCOUNT_COLUMNS: &str = "id, number, owner_id, currency, kind, status, credit_limit, debits_posted, \

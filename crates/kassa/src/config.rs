@@ -74,6 +74,7 @@ pub struct Config {
     pub fx: kassa_service::fx::FxSettings,
     pub interest: kassa_service::interest::InterestSettings,
     pub notifications: kassa_service::notify::NotifySettings,
+    pub terminal: TerminalSection,
 }
 
 impl Default for Config {
@@ -95,6 +96,7 @@ impl Default for Config {
             fx: Default::default(),
             interest: Default::default(),
             notifications: Default::default(),
+            terminal: TerminalSection::default(),
         }
     }
 }
@@ -119,6 +121,7 @@ impl fmt::Debug for Config {
             fx,
             interest,
             notifications,
+            terminal,
         } = self;
         f.debug_struct("Config")
             .field("data_dir", data_dir)
@@ -137,6 +140,7 @@ impl fmt::Debug for Config {
             .field("fx", fx)
             .field("interest", interest)
             .field("notifications", notifications)
+            .field("terminal", terminal)
             .finish()
     }
 }
@@ -218,6 +222,30 @@ impl Default for LimitsSection {
     }
 }
 
+/// The terminal (ATM) protocol's limits (docs/terminal-protocol.md
+/// "Limits").
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TerminalSection {
+    pub idle_timeout_s: u64,
+    pub handshake_timeout_s: u64,
+    pub max_sessions: u32,
+    pub requests_per_s: u32,
+    pub request_burst: u32,
+}
+
+impl Default for TerminalSection {
+    fn default() -> TerminalSection {
+        TerminalSection {
+            idle_timeout_s: 60,
+            handshake_timeout_s: 10,
+            max_sessions: 1024,
+            requests_per_s: 50,
+            request_burst: 100,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -260,6 +288,8 @@ const ENV_NAMES: &[&str] = &[
     "KASSA_DATABASE_URL",
     "KASSA_LISTEN",
     "KASSA_TERMINAL_LISTEN",
+    "KASSA_TERMINAL_IDLE_TIMEOUT_S",
+    "KASSA_TERMINAL_MAX_SESSIONS",
     "KASSA_HTTPS",
     "KASSA_BEHIND_PROXY",
     "KASSA_TRUSTED_PROXIES",
@@ -379,6 +409,8 @@ impl Config {
             "KASSA_REQUEST_BODY_MAX_BYTES" => self.limits.request_body_max_bytes = parse_number(&value)?,
             "KASSA_LOG_LEVEL" => self.log.level = value,
             "KASSA_LOG_FORMAT" => self.log.format = value.parse()?,
+            "KASSA_TERMINAL_IDLE_TIMEOUT_S" => self.terminal.idle_timeout_s = parse_number(&value)?,
+            "KASSA_TERMINAL_MAX_SESSIONS" => self.terminal.max_sessions = parse_number(&value)?,
             _ => bail!("{name} is not a setting"),
         }
         Ok(())
@@ -407,6 +439,19 @@ impl Config {
                  Set https = true (KASSA_HTTPS) or, if a reverse proxy terminates TLS, behind_proxy = true \
                  (--behind-proxy)"
             );
+        }
+        let terminal = &self.terminal;
+        if !(1..=86_400).contains(&terminal.idle_timeout_s) {
+            bail!("terminal.idle_timeout_s: must be between 1 and 86400");
+        }
+        if !(1..=600).contains(&terminal.handshake_timeout_s) {
+            bail!("terminal.handshake_timeout_s: must be between 1 and 600");
+        }
+        if !(1..=100_000).contains(&terminal.max_sessions) {
+            bail!("terminal.max_sessions: must be between 1 and 100000");
+        }
+        if !(1..=100_000).contains(&terminal.requests_per_s) || terminal.request_burst < 1 {
+            bail!("terminal.requests_per_s: must be between 1 and 100000, and request_burst at least 1");
         }
         for proxy in &self.trusted_proxies {
             proxy.parse::<IpAddr>().map_err(|_| anyhow!("trusted_proxies: {proxy:?} is not an IP address"))?;
@@ -855,6 +900,20 @@ username = ""
 password = ""
 from = ""
 
+[terminal]
+# The terminal (ATM) protocol's limits (docs/terminal-protocol.md). Its
+# address is terminal_listen above.
+# A session with no frame for this long is signed out and closed.
+# KASSA_TERMINAL_IDLE_TIMEOUT_S.
+idle_timeout_s = 60
+# A TLS handshake that takes longer is dropped.
+handshake_timeout_s = 10
+# Sessions at once; the next connection gets server_busy.
+# KASSA_TERMINAL_MAX_SESSIONS.
+max_sessions = 1024
+# Requests per second per session, and the burst allowed above it.
+requests_per_s = 50
+request_burst = 100
 "#;
 
 #[cfg(test)]

@@ -359,6 +359,12 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 
 /// Writes a file that must not exist yet, with `mode` from the moment it is
 /// created (on unix), and flushes it to disk.
+/// Writes a new secret file (mode 0600); an existing file is never
+/// overwritten.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    write_new(path, contents, MODE_SECRET)
+}
+
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);

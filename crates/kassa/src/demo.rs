@@ -75,6 +75,7 @@ pub async fn seed(bank: &Bank) -> anyhow::Result<()> {
     let teller = Caller {
         user: Some(SignedIn { id: teller.staff.id, role: Role::Teller, session_id: "demo".into(), restricted: false }),
         origin: "demo".into(),
+        clock: None,
     };
     let consents = |kind: &str| {
         let mut consents = vec![Consent { document: "terms".into(), version: "2026-01".into() }];

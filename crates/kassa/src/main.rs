@@ -60,13 +60,16 @@ pub async fn open_store(url: &str, pool_size: usize) -> anyhow::Result<Arc<dyn L
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the bank: the HTTP API (and, later, the terminal port).
+    /// Run the bank: the HTTP API and web pages, and the terminal (ATM) port.
     Serve(serve::ServeArgs),
     /// An ATM client for the terminal port: a screen, or a script (docs/atm.md).
     Atm(atm::Args),
     /// Staff users.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Registered terminals (ATMs).
+    #[command(subcommand)]
+    Terminal(TerminalCommand),
     /// The audit journal.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -91,6 +94,14 @@ enum Command {
 enum StaffCommand {
     /// Add a staff user: kassa staff add --login L --role teller|manager|admin --password-stdin
     Add(serve::StaffAddArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TerminalCommand {
+    /// Register an ATM: kassa terminal add --name N; prints its id and key once.
+    Add(serve::TerminalAddArgs),
+    /// List the registered terminals.
+    List(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +135,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(args).await,
             Command::Atm(args) => atm::run(args).await,
             Command::Staff(StaffCommand::Add(args)) => serve::staff_add(args).await,
+            Command::Terminal(TerminalCommand::Add(args)) => serve::terminal_add(args).await,
+            Command::Terminal(TerminalCommand::List(args)) => serve::terminal_list(args).await,
             Command::Audit(AuditCommand::Verify(args)) => serve::audit_verify(args).await,
             Command::Config(ConfigCommand::Default) => {
                 print_default_config();

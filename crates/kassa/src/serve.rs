@@ -208,10 +208,53 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    run_http(listener, app, tls, shutdown_signal()).await?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let terminals = start_terminals(&config, &data_dir, &bank, stopped.clone()).await?;
+    let mut http_stopped = stopped;
+    run_http(listener, app, tls, async move {
+        let _ = http_stopped.wait_for(|stop| *stop).await;
+    })
+    .await?;
+    let _ = terminals.await;
     tracing::info!("stopped: in-flight requests drained");
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the terminal (ATM) port and serves the terminal protocol over TLS
+/// with the data directory's certificate until `stopped` turns true.
+#[allow(clippy::print_stdout)]
+async fn start_terminals(
+    config: &Config,
+    data_dir: &DataDir,
+    bank: &Bank,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let tls = crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[])?;
+    let listener = tokio::net::TcpListener::bind(&config.terminal_listen)
+        .await
+        .with_context(|| format!("cannot listen for terminals on {}", config.terminal_listen))?;
+    let address = listener.local_addr()?;
+    let section = &config.terminal;
+    let settings = kassa_terminal::TerminalSettings {
+        idle_timeout: Duration::from_secs(section.idle_timeout_s),
+        handshake_timeout: Duration::from_secs(section.handshake_timeout_s),
+        max_sessions: usize::try_from(section.max_sessions).unwrap_or(usize::MAX),
+        requests_per_s: section.requests_per_s,
+        request_burst: section.request_burst,
+    };
+    let server = kassa_terminal::TerminalServer::start(bank.clone(), settings)
+        .await
+        .map_err(|error| anyhow::anyhow!("starting the terminal server: {error}"))?;
+    println!("Terminals (ATM protocol over TLS): {address}, logical clock at {}", server.clock());
+    tracing::info!(%address, "terminal protocol listening");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    Ok(tokio::spawn(server.serve(listener, acceptor, stopped)))
 }
 
 /// Serves the router on a bound listener, over TLS when given a
@@ -320,6 +363,68 @@ pub async fn staff_add(args: StaffAddArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TerminalAddArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The terminal's name, e.g. "Lobby ATM".
+    #[arg(long)]
+    pub name: String,
+    /// Also write the key to this file (mode 0600), for the terminal's
+    /// `--terminal-key-file`.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.serve)?;
+    if let Some(path) = &args.key_file
+        && path.exists()
+    {
+        anyhow::bail!("{} exists already; the key file is never overwritten", path.display());
+    }
+    let (_, bank) = open_bank(&config).await?;
+    let form = kassa_service::terminals::TerminalForm { name: Some(args.name) };
+    match bank.register_terminal(&Caller::anonymous("cli"), form).await {
+        Ok(created) => {
+            if let Some(path) = &args.key_file {
+                crate::datadir::write_private(path, created.key.as_bytes())
+                    .with_context(|| format!("writing the key to {}", path.display()))?;
+            }
+            println!("Registered terminal {:?}", created.terminal.name);
+            println!("id: {}", created.terminal.id);
+            println!("key: {}", created.key);
+            println!("(the key is shown only this once; the bank keeps only its hash)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {} ({})", error, error.code());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn terminal_list(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    let (_, bank) = open_bank(&config).await?;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = bank
+            .list_terminals(&Caller::anonymous("cli"), cursor.as_deref(), Some(200))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for terminal in &page.items {
+            println!("{}\t{}\t{}\t{}", terminal.id, terminal.status, terminal.created_at, terminal.name);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ExitCode::SUCCESS),
         }
     }
 }

@@ -57,6 +57,7 @@ impl Server {
         let data = dir.join("data");
         command
             .args([OsStr::new("serve"), OsStr::new("--listen"), OsStr::new("127.0.0.1:0")])
+            .args([OsStr::new("--terminal-listen"), OsStr::new("127.0.0.1:0")])
             .arg("--config")
             .arg(config)
             .arg("--data-dir")

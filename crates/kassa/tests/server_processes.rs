@@ -129,7 +129,7 @@ impl Server {
     async fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let stdout = dir.join(format!("{name}.out"));
         let stderr = dir.join(format!("{name}.err"));
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--terminal-listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let child = kassa(dir, &all, env, &stdout, &stderr)
             .spawn()

@@ -84,6 +84,7 @@ async fn populate(dir: &Path) -> String {
             restricted: false,
         }),
         origin: "127.0.0.1".into(),
+        clock: None,
     };
     let form = serde_json::json!({"kind": "current", "currency": "BYN", "consents": [{"document": "terms", "version": "2026-01"}]});
     let account = bank.open_account(&customer, None, serde_json::from_value(form).unwrap()).await.unwrap();

@@ -41,6 +41,9 @@ pub enum Guard {
 
 pub struct App {
     pub engine: Engine,
+    /// The bank the server runs on, for tests that serve it another way too
+    /// (the terminal protocol) or look behind the API.
+    pub bank: Bank,
     pub base: String,
     pub client: reqwest::Client,
     pub teller: String,
@@ -156,7 +159,7 @@ pub async fn spawn_app_with(
         .unwrap();
     let background = bank.spawn_background();
     let state = AppState {
-        bank,
+        bank: bank.clone(),
         metrics: Arc::new(kassa_http::Metrics::default()),
         trusted_proxies: Arc::new(trusted),
         body_max_bytes: 64 * 1024,
@@ -170,6 +173,7 @@ pub async fn spawn_app_with(
     });
     let mut app = App {
         engine,
+        bank,
         base: format!("http://{address}"),
         client: reqwest::Client::new(),
         teller: String::new(),
