@@ -101,6 +101,8 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
     let done = script(&server, "customer", &all, Some(&terminal), &[], &env).await;
     assert_eq!(done.code, Some(0), "{done:?}");
     let out = &done.stdout;
+    // Shown with --nocapture: what a script run looks like.
+    eprintln!("{out}");
     assert!(out.contains("hello: bank "), "{out}");
     assert!(out.contains("terminal Lobby ATM"), "{out}");
     assert!(out.contains("login: signed in as Anna I. (customer)"), "{out}");

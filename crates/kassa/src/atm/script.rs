@@ -290,7 +290,10 @@ pub fn describe(op: &str, reply: &Reply) -> Vec<String> {
             for item in &items {
                 lines.push(format!("  {}", describe_item(op, item)));
             }
-            format!("{} items, next cursor {}", items.len(), get("next_cursor"))
+            match body.get("next_cursor").and_then(Value::as_str) {
+                Some(cursor) => format!("{} items, next cursor {cursor}", items.len()),
+                None => format!("{} items", items.len()),
+            }
         }
         _ => describe_object(Some(&Value::Object(body.clone()))),
     };
@@ -327,6 +330,8 @@ pub fn describe_item(op: &str, item: &Value) -> String {
                 get("balance_after"),
                 field("description")
             )
+            .trim_end()
+            .to_owned()
         }
         "customers" => {
             format!("#{} {} {} {} {}", get("id"), get("first_name"), get("last_name"), get("phone"), get("status"))
