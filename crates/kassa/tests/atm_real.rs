@@ -275,3 +275,92 @@ async fn trust_on_first_use_against_the_real_server() {
     assert_eq!(third.code, Some(2), "{third:?}");
     assert!(third.stderr.contains("may be an impostor"), "{third:?}");
 }
+
+/// A TCP relay in front of the terminal port that, once armed, swallows the
+/// next bytes from the server (the reply) and cuts both connections: a
+/// connection lost after the bank did the operation and before the ATM
+/// heard about it.
+struct Relay {
+    address: String,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(target: String) -> Relay {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = armed.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else { return };
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else { return };
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                let downstream = async {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let read = server_read.read(&mut buffer).await.unwrap_or(0);
+                        if read == 0 || flag.swap(false, Ordering::SeqCst) {
+                            return;
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = upstream => {}
+                    () = downstream => {}
+                }
+                // Dropping the halves closes both connections.
+            });
+        }
+    });
+    Relay { address, armed, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_whose_reply_is_lost_is_resent_and_done_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let terminal = server.add_terminal("Flaky ATM").await;
+    let anna = customer_with_card(&server, 1).await;
+    fund(&server, &terminal, &anna, "50.00").await;
+    let relay = relay(server.terminal.clone()).await;
+    let key = std::fs::read_to_string(&terminal.1).unwrap().trim().to_owned();
+    let hello = Hello { client: "atm-test".into(), terminal: Some((terminal.0, key)) };
+    let mut client = Client::connect(&relay.address, TrustConfig::Ca(server.ca()), hello).await.unwrap();
+    assert!(client.call("hello", Map::new()).await.unwrap().is_ok());
+    let login = Map::from_iter([("card_number".into(), json!(anna.card)), ("pin".into(), json!(PIN))]);
+    assert!(client.call("login", login).await.unwrap().is_ok());
+
+    relay.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reply = client.call("withdraw", Map::from_iter([("amount".into(), json!("20.00"))])).await.unwrap();
+    assert_eq!(client.reconnects, 1, "the reply was lost and the client reconnected");
+    assert!(reply.is_ok(), "{:?}", reply.body);
+    assert_eq!(reply.id, Some(3), "the same frame, answered on the new connection");
+    assert_eq!(reply.field("balance"), Some(&json!("30.00")), "{:?}", reply.body);
+    assert_eq!(http_balance(&server, &anna).await, "30.00", "the money moved once");
+    let (status, history) =
+        server.get(&format!("/api/v1/accounts/{}/transactions?limit=50", anna.account_id), &anna.token).await;
+    assert_eq!(status, 200, "{history}");
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the deposit and one withdrawal: {history}");
+    assert_eq!(items[0]["id"], reply.field("transfer").unwrap()["id"], "the replayed reply names the one transfer");
+    // The session goes on, and the frame numbers with it.
+    let balance = client.call("balance", Map::new()).await.unwrap();
+    assert_eq!(balance.id, Some(6), "hello and resume took 4 and 5");
+    assert_eq!(balance.field("balance"), Some(&json!("30.00")));
+}
