@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use atm::wire::{Client, Hello, TrustConfig};
 use serde_json::{Map, Value, json};
-use server::{Customer, PASSWORD, PIN, Server, customer_with_card, http_balance, run};
+use server::{Customer, PASSWORD, PIN, Server, customer_with_card, http_balance, run, shows_pin};
 
 /// `[a → b]` of each reply line, in order.
 fn clocks(output: &str) -> Vec<(u64, u64)> {
@@ -65,9 +65,10 @@ async fn script(
     args.extend_from_slice(extra);
     args.extend(["--script", path.to_str().unwrap()]);
     let finished = run(&server.dir, name, &args, env, None).await;
-    for secret in [PIN, PASSWORD, server.admin_password.as_str()] {
+    for secret in [PASSWORD, server.admin_password.as_str()] {
         assert!(!finished.stdout.contains(secret) && !finished.stderr.contains(secret), "{name} printed a secret");
     }
+    assert!(!shows_pin(&finished.stdout, PIN) && !shows_pin(&finished.stderr, PIN), "{name} printed the PIN");
     finished
 }
 

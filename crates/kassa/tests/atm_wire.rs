@@ -274,3 +274,13 @@ async fn an_idle_timeout_read_late_is_a_lost_connection_and_the_session_resumes(
         log.lock().unwrap().iter().map(|(_, frame)| frame["op"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ops, ["hello", "login", "balance", "hello", "resume", "balance"]);
 }
+
+/// Checked when this file compiles: a call can be awaited inside
+/// `tokio::spawn` (a benchmark runs one client per task).
+#[allow(dead_code)]
+fn a_call_is_send(client: &mut Client) {
+    fn send<T: Send>(_: &T) {}
+    send(client);
+    let call = client.call("ping", Map::new());
+    send(&call);
+}

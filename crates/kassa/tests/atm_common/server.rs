@@ -19,6 +19,13 @@ pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 pub const PASSWORD: &str = "correct horse battery";
 pub const PIN: &str = "4729";
 
+/// Whether `text` shows `pin` as a word of its own. A PIN is four digits,
+/// which a transfer id (hex) or a clock may hold by chance; as a word it
+/// is what a leak would look like.
+pub fn shows_pin(text: &str, pin: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == pin)
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
