@@ -365,3 +365,86 @@ async fn a_withdrawal_whose_reply_is_lost_is_resent_and_done_once() {
     assert_eq!(balance.id, Some(6), "hello and resume took 4 and 5");
     assert_eq!(balance.field("balance"), Some(&json!("30.00")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_session_on_the_screen() {
+    use atm::ui::{App, Key};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let anna = customer_with_card(&server, 1).await;
+    let (status, spare) = server
+        .post(
+            "/api/v1/accounts",
+            Some(&anna.token),
+            &json!({"kind": "current", "currency": "BYN", "consents": [{"document": "terms", "version": "2026-01"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{spare}");
+    let spare = spare["number"].as_str().unwrap().to_owned();
+    // An unregistered client: no card sign-in, no cash.
+    let mut bank = client(&server, None).await;
+    let mut app = App::new(false);
+    let mut screens = Vec::new();
+    story::start(&mut app, &mut bank).await;
+    story::enter(&mut app, &mut bank).await;
+    let choices = story::render(&app);
+    assert!(choices.contains("1. Phone and password") && choices.contains("2. Staff"), "{choices}");
+    assert!(!choices.contains("Card and PIN"), "{choices}");
+    story::press(&mut app, &mut bank, "2").await;
+    story::press(&mut app, &mut bank, "admin").await;
+    story::enter(&mut app, &mut bank).await;
+    story::press(&mut app, &mut bank, &server.admin_password).await;
+    story::enter(&mut app, &mut bank).await;
+    let totp = server.admin_totp();
+    story::press(&mut app, &mut bank, &totp).await;
+    screens.push(story::render(&app));
+    story::enter(&mut app, &mut bank).await;
+    let menu = story::render(&app);
+    assert!(menu.contains("1. Customers") && menu.contains("5. Sign out"), "{menu}");
+    screens.push(menu);
+
+    story::press(&mut app, &mut bank, "1").await;
+    story::press(&mut app, &mut bank, "Ivanova").await;
+    story::enter(&mut app, &mut bank).await;
+    let found = story::render(&app);
+    assert!(found.contains(&anna.phone) && found.contains("Anna Ivanova"), "{found}");
+    story::enter(&mut app, &mut bank).await;
+
+    story::press(&mut app, &mut bank, "2").await;
+    story::press(&mut app, &mut bank, &anna.id.to_string()).await;
+    story::enter(&mut app, &mut bank).await;
+    story::press(&mut app, &mut bank, "current").await;
+    story::enter(&mut app, &mut bank).await;
+    story::press(&mut app, &mut bank, "byn").await;
+    story::enter(&mut app, &mut bank).await;
+    let opened = story::render(&app);
+    assert!(opened.contains("Account opened") && opened.contains("Status:    active"), "{opened}");
+    story::enter(&mut app, &mut bank).await;
+
+    story::press(&mut app, &mut bank, "3").await;
+    story::press(&mut app, &mut bank, &spare).await;
+    story::enter(&mut app, &mut bank).await;
+    let closed = story::render(&app);
+    assert!(
+        closed.contains("Account closed")
+            && closed.contains(&format!("Account:   {spare}"))
+            && closed.contains("Status:    closed"),
+        "{closed}"
+    );
+    story::key(&mut app, &mut bank, Key::Esc).await;
+
+    story::press(&mut app, &mut bank, "4").await;
+    story::enter(&mut app, &mut bank).await;
+    let transactions = story::render(&app);
+    assert!(transactions.contains("Transactions"), "{transactions}");
+    story::enter(&mut app, &mut bank).await;
+
+    story::press(&mut app, &mut bank, "5").await;
+    let goodbye = story::render(&app);
+    assert!(goodbye.contains("You are signed out"), "{goodbye}");
+    screens.extend([found, opened, closed, transactions, goodbye]);
+    for screen in &screens {
+        assert!(!screen.contains(&server.admin_password), "the password was drawn:\n{screen}");
+        assert!(!screen.contains(&totp), "the one-time code was drawn:\n{screen}");
+    }
+}

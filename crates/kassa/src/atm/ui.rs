@@ -779,6 +779,17 @@ fn receipt(op: &str, reply: &Reply) -> Vec<String> {
             }
             lines
         }
+        "open_account" | "close_account" => {
+            let account = body.get("account");
+            let field = |name: &str| plain(account.and_then(|account| account.get(name)));
+            vec![
+                format!("Account:   {}", field("number")),
+                format!("Kind:      {}", field("kind")),
+                format!("Customer:  {}", field("owner")),
+                format!("Balance:   {} {}", field("balance"), field("currency")),
+                format!("Status:    {}", field("status")),
+            ]
+        }
         "history" | "customers" | "transactions" => {
             let items = body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             if items.is_empty() {
