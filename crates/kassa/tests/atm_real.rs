@@ -127,6 +127,17 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
     assert!(!done.stdout.contains("balance: account"), "the script stopped: {}", done.stdout);
     assert_eq!(http_balance(&server, &anna).await, "33.50");
 
+    // A wrong PIN says so, with the tries left.
+    let wrong = lines(&[&format!("login card {} pin-env ATM_PIN", anna.card)]);
+    let done = script(&server, "wrong-pin", &wrong, Some(&terminal), &[], &[("ATM_PIN", "0000")]).await;
+    assert_eq!(done.code, Some(1), "{done:?}");
+    assert!(
+        done.stdout.contains("login: refused: Wrong PIN.") && done.stdout.contains("[pin_wrong]"),
+        "{}",
+        done.stdout
+    );
+    assert!(done.stdout.contains("2 tries left"), "{}", done.stdout);
+
     // --json prints the frames as they came, one a line.
     let done = script(&server, "json", &overdraft, Some(&terminal), &["--json", "--keep-going"], &env).await;
     assert_eq!(done.code, Some(1), "{done:?}");
@@ -165,6 +176,21 @@ async fn phone_sign_in_works_anywhere_and_cards_need_a_terminal() {
     assert!(out.contains("history: 0 items"), "{out}");
     assert!(out.contains("balance: refused: Please sign in first. [unauthorized]"), "{out}");
     assert_clocks_increase(out);
+
+    // The same commands on standard input (not a terminal), without --script.
+    let input = server.dir.join("phone.atm");
+    let ca = server.ca();
+    let args = ["atm", "--connect", &server.terminal, "--ca-cert", ca.to_str().unwrap(), "--keep-going"];
+    let piped = run(&server.dir, "phone-stdin", &args, &env, Some(&input)).await;
+    assert_eq!(piped.code, Some(1), "{piped:?}");
+    let strip = |text: &str| {
+        text.lines().map(|line| line.split_once("] ").map_or(line, |(_, rest)| rest).to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&piped.stdout)[1..], strip(out)[1..], "the same replies, clocks aside");
+    // The bank's clock went on from where the first run left it.
+    let last = clocks(out).last().unwrap().1;
+    let first = clocks(&piped.stdout)[0].1;
+    assert!(first > last, "the second session's first reply ({first}) is after the first's last ({last})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,7 +157,11 @@ pub fn describe_refusal(refusal: &wire::Refusal) -> String {
     if let Some(seconds) = refusal.detail.get("retry_after_s").and_then(Value::as_u64) {
         text.push_str(&format!(" Try again in {seconds} s."));
     }
-    if refusal.code == "insufficient_funds" && !refusal.message.is_empty() {
+    // Where the bank's own words add a figure (what is available, how many
+    // tries are left when no `tries_left` field says so), show them too.
+    let figures = matches!(refusal.code.as_str(), "insufficient_funds" | "daily_limit_exceeded" | "amount_invalid")
+        || (refusal.code == "pin_wrong" && !refusal.detail.contains_key("tries_left"));
+    if figures && !refusal.message.is_empty() {
         text.push_str(&format!(" ({})", refusal.message));
     }
     format!("{text} [{}]", refusal.code)
