@@ -10,6 +10,7 @@ use kassa_store::LedgerStore;
 
 mod bench;
 mod bench_http;
+mod bench_terminal;
 mod check;
 mod config;
 mod datadir;
