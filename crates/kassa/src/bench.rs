@@ -70,7 +70,11 @@ pub struct Args {
     /// authenticated single transfers beside a trivial endpoint's ceiling.
     #[arg(long)]
     pub http: bool,
-    /// HTTP mode: keep-alive client connections.
+    /// Measure the terminal (ATM) protocol over TLS on 127.0.0.1 instead:
+    /// balance and transfer frames from signed-in sessions beside `ping`.
+    #[arg(long, conflicts_with = "http")]
+    pub terminal: bool,
+    /// HTTP and terminal modes: client connections (sessions).
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
 }
@@ -528,8 +532,8 @@ fn is_retryable(error: &tokio_postgres::Error) -> bool {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seconds = args.seconds.unwrap_or(if args.quick { 3 } else { 10 });
     let duration = Duration::from_secs(seconds.max(1));
-    if args.http {
-        return run_http(&args, seconds, duration).await;
+    if args.http || args.terminal {
+        return run_over_loopback(&args, seconds, duration).await;
     }
     let plan = plan(&args)?;
     let preload = args.preload.unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
@@ -621,9 +625,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kassa bench --http`: each database in turn, a fresh bank on each.
+/// `kassa bench --http` and `--terminal`: each database in turn, a fresh
+/// bank on each.
 #[allow(clippy::print_stdout)]
-async fn run_http(args: &Args, seconds: u64, duration: Duration) -> anyhow::Result<ExitCode> {
+async fn run_over_loopback(args: &Args, seconds: u64, duration: Duration) -> anyhow::Result<ExitCode> {
     let temporary = tempfile_dir()?;
     let urls = if args.database_urls.is_empty() {
         vec![format!("sqlite://{}", temporary.join("bench-http.db").display())]
@@ -636,14 +641,19 @@ async fn run_http(args: &Args, seconds: u64, duration: Duration) -> anyhow::Resu
             DatabaseUrl::Sqlite(_) => "sqlite",
             DatabaseUrl::Postgres(_) => "postgres",
         };
-        eprintln!("{database}: setting up {} customers over HTTP, then {seconds} s per endpoint", args.connections);
+        eprintln!("{database}: setting up {} customers over HTTP, then {seconds} s per measurement", args.connections);
         let config = LedgerConfig {
             batch_transfers_max: args.batch_max.max(1),
             batch_wait: Duration::from_micros(args.batch_wait_us),
             writers: args.writers,
             ..LedgerConfig::default()
         };
-        let measured = crate::bench_http::run(raw_url, database, args.connections.max(1), duration, config).await?;
+        let connections = args.connections.max(1);
+        let measured = if args.terminal {
+            crate::bench_terminal::run(raw_url, database, connections, duration, config).await?
+        } else {
+            crate::bench_http::run(raw_url, database, connections, duration, config).await?
+        };
         if args.json {
             for measurement in &measured {
                 println!("{}", measurement.json_line());
@@ -652,7 +662,12 @@ async fn run_http(args: &Args, seconds: u64, duration: Duration) -> anyhow::Resu
         results.extend(measured);
     }
     if !args.json {
-        println!("{}", crate::bench_http::table(&results, seconds));
+        let title = if args.terminal {
+            "Terminal protocol over TLS on 127.0.0.1, signed-in sessions, one frame at a time"
+        } else {
+            "HTTP on 127.0.0.1, keep-alive connections"
+        };
+        println!("{}", crate::bench_http::table(title, &results, seconds));
     }
     Ok(ExitCode::SUCCESS)
 }

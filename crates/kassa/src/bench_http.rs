@@ -159,13 +159,15 @@ async fn call(
 
 /// A customer of the benchmark: a token and an account to pay from, and the
 /// account number of the next customer to pay to.
-struct Payer {
-    token: String,
-    from: String,
-    to: String,
+pub(crate) struct Payer {
+    pub(crate) token: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    /// The payer's phone number, to sign in with (the terminal benchmark).
+    pub(crate) phone: String,
 }
 
-const PASSWORD: &str = "bench-Password-2026";
+pub(crate) const PASSWORD: &str = "bench-Password-2026";
 
 /// Registers `2 × count` customers over HTTP, opens and funds an account
 /// for each (a teller's cash deposit), and pairs payer `n` with payee
@@ -174,7 +176,7 @@ const PASSWORD: &str = "bench-Password-2026";
 /// not all queue for the same few account rows. (A ring in which every
 /// payer is also the next one's payee makes any two batches share accounts,
 /// which serialises PostgreSQL's writers; see docs/PERFORMANCE.md.)
-async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Result<Vec<Payer>> {
+pub(crate) async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Result<Vec<Payer>> {
     bank.create_staff(
         &Caller::anonymous("cli"),
         StaffForm {
@@ -228,10 +230,16 @@ async fn customers(bank: &Bank, address: SocketAddr, count: usize) -> anyhow::Re
             201,
         )
         .await?;
-        made.push((token, account["id"].as_i64().context("no account id")?.to_string(), number));
+        let phone = registered["customer"]["phone"].as_str().context("no phone")?.to_owned();
+        made.push((token, account["id"].as_i64().context("no account id")?.to_string(), number, phone));
     }
     Ok((0..count)
-        .map(|n| Payer { token: made[n].0.clone(), from: made[n].1.clone(), to: made[count + n].2.clone() })
+        .map(|n| Payer {
+            token: made[n].0.clone(),
+            from: made[n].1.clone(),
+            to: made[count + n].2.clone(),
+            phone: made[n].3.clone(),
+        })
         .collect())
 }
 
@@ -336,15 +344,12 @@ async fn measure(
     })
 }
 
-/// Starts a bank on `url` with the HTTP API on 127.0.0.1:0, sets up
-/// customers, and measures each endpoint in turn.
-pub async fn run(
+/// A bank on `url` with the HTTP API served on 127.0.0.1:0: the bank, the
+/// address and the server's task.
+pub(crate) async fn start(
     url: &str,
-    database: &'static str,
-    connections: usize,
-    duration: Duration,
     ledger_config: LedgerConfig,
-) -> anyhow::Result<Vec<HttpMeasurement>> {
+) -> anyhow::Result<(Bank, SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let (ledger, db) = crate::serve::open_ledger(url, ledger_config).await?;
     let mut key = vec![0_u8; 32];
     getrandom::fill(&mut key).map_err(|error| anyhow::anyhow!("no randomness for the token key: {error}"))?;
@@ -360,6 +365,19 @@ pub async fn run(
     let address = listener.local_addr()?;
     let server =
         tokio::spawn(crate::serve::run_http(listener, kassa_http::router(state), None, std::future::pending()));
+    Ok((bank, address, server))
+}
+
+/// Starts a bank on `url` with the HTTP API on 127.0.0.1:0, sets up
+/// customers, and measures each endpoint in turn.
+pub async fn run(
+    url: &str,
+    database: &'static str,
+    connections: usize,
+    duration: Duration,
+    ledger_config: LedgerConfig,
+) -> anyhow::Result<Vec<HttpMeasurement>> {
+    let (bank, address, server) = start(url, ledger_config).await?;
     let payers = Arc::new(customers(&bank, address, connections).await?);
     let mut results = Vec::new();
     // A warm-up, not measured: the tables grow from empty, PostgreSQL's
@@ -396,11 +414,11 @@ pub async fn run(
     Ok(results)
 }
 
-/// The results as a Markdown table.
-pub fn table(results: &[HttpMeasurement], seconds: u64) -> String {
+/// The results as a Markdown table, under `title`.
+pub fn table(title: &str, results: &[HttpMeasurement], seconds: u64) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "\nHTTP on 127.0.0.1, keep-alive connections, {seconds} s per measurement; latency is per request\n\n\
+        "\n{title}, {seconds} s per measurement; latency is per request\n\n\
          | database | endpoint | connections | requests/s | p50 ms | p99 ms | p999 ms | failed |\n\
          |---|---|---|---|---|---|---|---|\n"
     );

@@ -11,6 +11,7 @@ use kassa_store::LedgerStore;
 mod atm;
 mod bench;
 mod bench_http;
+mod bench_terminal;
 mod check;
 mod config;
 mod datadir;

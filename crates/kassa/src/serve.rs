@@ -196,6 +196,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_max_bytes: config.limits.request_body_max_bytes,
     };
     let app = kassa_http::router(state);
+    // One signal stops both listeners. The terminal port opens first, so
+    // that "is open" below means every port is.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let terminals = start_terminals(&config, &data_dir, &bank, stopped.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -208,13 +216,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    // One signal stops both listeners.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let terminals = start_terminals(&config, &data_dir, &bank, stopped.clone()).await?;
     let mut http_stopped = stopped;
     run_http(listener, app, tls, async move {
         let _ = http_stopped.wait_for(|stop| *stop).await;

@@ -1287,9 +1287,7 @@ async fn a_password_sent_as_a_json_number_is_not_echoed_in_the_error_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_the_api_with_the_generated_certificate() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    use tokio_rustls::rustls::pki_types::ServerName;
 
     bounded(async {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -1301,18 +1299,7 @@ async fn https_serves_the_api_with_the_generated_certificate() {
         assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.describe());
         let address = server.base.trim_start_matches("https://").to_owned();
 
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(data_dir.join("tls").join("ca.pem")).expect("tls/ca.pem is readable")
-        {
-            roots.add(cert.expect("a PEM certificate")).expect("the CA certificate is accepted");
-        }
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = ca_connector(&data_dir);
 
         let tcp = tokio::net::TcpStream::connect(&address).await.expect("the HTTPS port accepts");
         let name = ServerName::try_from("localhost").expect("a server name");
@@ -1341,6 +1328,128 @@ async fn https_serves_the_api_with_the_generated_certificate() {
         assert!(stopped.status.success(), "kassa serve --https after SIGTERM:\n{}", stopped.describe());
     })
     .await;
+}
+
+/// A TLS client that trusts the data directory's local CA (`tls/ca.pem`).
+fn ca_connector(data_dir: &Path) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(data_dir.join("tls").join("ca.pem")).expect("tls/ca.pem is readable") {
+        roots.add(cert.expect("a PEM certificate")).expect("the CA certificate is accepted");
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+// ------------------------------------------------------------ terminals
+
+/// The terminal address and starting clock `kassa serve` printed.
+fn terminal_line(server: &Server) -> (String, u64) {
+    let stdout = read(&server.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Terminals (ATM protocol over TLS): "))
+        .unwrap_or_else(|| panic!("no terminal line:\n{}", server.describe()));
+    let (address, clock) = line.split_once(", logical clock at ").expect("address, clock");
+    (address.to_owned(), clock.trim().parse().expect("a clock"))
+}
+
+/// One terminal connection: frames out, replies in, the reply's clock.
+struct TerminalLine {
+    stream: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl TerminalLine {
+    async fn connect(data_dir: &Path, address: &str) -> TerminalLine {
+        use tokio_rustls::rustls::pki_types::ServerName;
+        let tcp = tokio::net::TcpStream::connect(address).await.expect("the terminal port accepts");
+        let name = ServerName::try_from("localhost").expect("a server name");
+        let tls = ca_connector(data_dir).connect(name, tcp).await.expect("the certificate verifies against tls/ca.pem");
+        TerminalLine { stream: tokio::io::BufReader::new(tls), next_id: 1 }
+    }
+
+    async fn call(&mut self, clock: u64, op: &str, mut fields: Value) -> Value {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        fields["id"] = json!(self.next_id);
+        fields["clock"] = json!(clock);
+        fields["op"] = json!(op);
+        self.next_id += 1;
+        let mut line = serde_json::to_vec(&fields).expect("a frame");
+        line.push(b'\n');
+        self.stream.get_mut().write_all(&line).await.expect("the frame is sent");
+        let mut reply = String::new();
+        self.stream.read_line(&mut reply).await.expect("a reply");
+        serde_json::from_str(&reply).unwrap_or_else(|_| panic!("not JSON: {reply:?}"))
+    }
+}
+
+/// The terminal's logical clock survives `kill -9`: the restarted server
+/// starts above every clock it sent, including one pushed far ahead by a
+/// client just before the kill. And `kassa terminal add` registers a
+/// terminal that can then say hello.
+async fn terminal_clock_survives_sigkill(engine: Engine) {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = dir.path().join("data");
+        let Some(database) = Database::create(engine, &data_dir).await else { return };
+        let mut add = vec!["terminal", "add", "--name", "Lobby ATM"];
+        add.extend(database.args());
+        let added = run_kassa(dir.path(), "terminal add", &add).await;
+        assert!(added.status.success(), "{}", added.describe());
+        let field =
+            |name: &str| added.stdout.lines().find_map(|line| line.strip_prefix(name)).map(str::to_owned).expect(name);
+        let (terminal_id, key) = (field("id: ").parse::<i64>().expect("an id"), field("key: "));
+
+        let server = Server::start(dir.path(), "first", &database.args(), &[]).await;
+        let (address, started_at) = terminal_line(&server);
+        let mut line = TerminalLine::connect(&data_dir, &address).await;
+        let hello = line
+            .call(0, "hello", json!({"protocol_version": 1, "terminal_id": terminal_id, "terminal_key": key}))
+            .await;
+        assert_eq!(hello["terminal"]["name"], "Lobby ATM", "{hello}");
+        assert!(hello["clock"].as_u64().expect("a clock") > started_at, "{hello}");
+        let mut sent = 0;
+        for _ in 0..50 {
+            sent = line.call(0, "ping", json!({})).await["clock"].as_u64().expect("a clock");
+        }
+        // Far ahead (but within 2^32): the server must reserve beyond it
+        // before it answers.
+        let far = sent + (1 << 31);
+        let reply = line.call(far, "ping", json!({})).await;
+        let highest = reply["clock"].as_u64().expect("a clock");
+        assert!(highest > far, "{reply}");
+        let mut killed = server;
+        killed.child.kill().expect("SIGKILL");
+        let _ = killed.child.wait();
+
+        let server = Server::start(dir.path(), "second", &database.args(), &[]).await;
+        let (address, restarted_at) = terminal_line(&server);
+        assert!(restarted_at > highest, "restarted at {restarted_at}, but {highest} was sent before the kill");
+        let mut line = TerminalLine::connect(&data_dir, &address).await;
+        let reply = line.call(0, "ping", json!({})).await;
+        assert!(reply["clock"].as_u64().expect("a clock") > highest, "{reply}");
+        report(&format!("terminal clock ({engine:?}): sent {highest} before kill -9, restarted at {restarted_at}"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_clock_survives_sigkill() {
+    terminal_clock_survives_sigkill(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_clock_survives_sigkill_on_postgres() {
+    terminal_clock_survives_sigkill(Engine::Postgres).await;
 }
 
 // ------------------------------------------------------------ SIGTERM drain

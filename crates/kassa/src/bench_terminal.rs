@@ -1,0 +1,231 @@
+//! `kassa bench --terminal`: the terminal (ATM) protocol over TLS on
+//! loopback, measured as terminals see it: signed-in sessions sending
+//! `balance` and `transfer` frames one at a time, beside the ceiling of
+//! `ping` (no database work) in the same run, on the same server, with the
+//! same number of sessions.
+//!
+//! The server is the real terminal server over a fresh bank in this
+//! process, with a certificate from a fresh local CA (as `kassa serve`
+//! makes one); customers are set up over the HTTP API as in `--http`. The
+//! per-session request rate limit is lifted for the run (it exists to stop
+//! one misbehaving client, and every session here sends as fast as it can).
+
+// Timing statistics are floats; money never is (amounts are decimal strings).
+#![allow(clippy::float_arithmetic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use kassa_ledger::LedgerConfig;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+use crate::bench::{latency_us, percentile_ms};
+use crate::bench_http::{HttpMeasurement, PASSWORD, Payer};
+
+/// One signed-in terminal session.
+struct Session {
+    stream: BufReader<TlsStream<TcpStream>>,
+    clock: u64,
+    next_id: u64,
+    line: String,
+}
+
+impl Session {
+    async fn open(address: SocketAddr, connector: &TlsConnector, phone: &str) -> anyhow::Result<Session> {
+        let tcp = TcpStream::connect(address).await.with_context(|| format!("connecting to {address}"))?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from("localhost").context("a server name")?;
+        let stream = connector.connect(name, tcp).await.context("the TLS handshake")?;
+        let mut session = Session { stream: BufReader::new(stream), clock: 0, next_id: 1, line: String::new() };
+        session.call("hello", json!({"protocol_version": 1, "client": "kassa bench"})).await?;
+        session.call("login", json!({"phone": phone, "password": PASSWORD})).await?;
+        Ok(session)
+    }
+
+    /// Sends one frame and reads its reply; an error reply is an error.
+    async fn call(&mut self, op: &str, mut fields: Value) -> anyhow::Result<Value> {
+        let reply = self.exchange(op, &mut fields).await?;
+        if reply["ok"] != true {
+            bail!("{op}: {reply}");
+        }
+        Ok(reply)
+    }
+
+    async fn exchange(&mut self, op: &str, fields: &mut Value) -> anyhow::Result<Value> {
+        self.clock += 1;
+        fields["id"] = json!(self.next_id);
+        fields["clock"] = json!(self.clock);
+        fields["op"] = json!(op);
+        self.next_id += 1;
+        let mut frame = serde_json::to_vec(fields)?;
+        frame.push(b'\n');
+        self.stream.get_mut().write_all(&frame).await?;
+        self.line.clear();
+        if self.stream.read_line(&mut self.line).await? == 0 {
+            bail!("the server closed the session");
+        }
+        let reply: Value = serde_json::from_str(&self.line).context("a reply that is not JSON")?;
+        let clock = reply["clock"].as_u64().context("a reply without a clock")?;
+        self.clock = self.clock.max(clock) + 1;
+        Ok(reply)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Ping,
+    Balance,
+    Transfer,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Ping => "terminal ping",
+            Op::Balance => "terminal balance",
+            Op::Transfer => "terminal transfer",
+        }
+    }
+}
+
+async fn measure(
+    database: &'static str,
+    sessions: Vec<(Session, String)>,
+    op: Op,
+    duration: Duration,
+) -> anyhow::Result<(HttpMeasurement, Vec<(Session, String)>)> {
+    let connections = sessions.len();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for (mut session, payee) in sessions {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            let (mut failures, mut first_failure) = (0_u64, None);
+            while Instant::now() < deadline {
+                let mut fields = match op {
+                    Op::Ping => json!({}),
+                    Op::Balance => json!({}),
+                    Op::Transfer => json!({"to_account": payee, "amount": "0.01"}),
+                };
+                let name = match op {
+                    Op::Ping => "ping",
+                    Op::Balance => "balance",
+                    Op::Transfer => "transfer",
+                };
+                let request_started = Instant::now();
+                let reply = session.exchange(name, &mut fields).await?;
+                if reply["ok"] == true {
+                    latencies.push(latency_us(request_started));
+                } else {
+                    failures += 1;
+                    first_failure.get_or_insert_with(|| reply.to_string());
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, failures, first_failure, session, payee))
+        }));
+    }
+    let (mut latencies, mut failures, mut first_failure, mut back) = (Vec::new(), 0, None, Vec::new());
+    for task in tasks {
+        let (mut own, failed, failure, session, payee) = task.await.context("a benchmark session panicked")??;
+        latencies.append(&mut own);
+        failures += failed;
+        first_failure = first_failure.or(failure);
+        back.push((session, payee));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(failure) = first_failure {
+        eprintln!("{database}: {}: {failures} requests failed; the first: {failure}", op.name());
+    }
+    latencies.sort_unstable();
+    let measurement = HttpMeasurement {
+        database,
+        endpoint: op.name(),
+        connections,
+        requests: latencies.len() as u64,
+        failures,
+        seconds,
+        p50_ms: percentile_ms(&latencies, 500),
+        p99_ms: percentile_ms(&latencies, 990),
+        p999_ms: percentile_ms(&latencies, 999),
+    };
+    Ok((measurement, back))
+}
+
+/// Starts a bank on `url` with the HTTP API (for set-up) and the terminal
+/// server, signs `connections` sessions in, and measures each operation.
+pub async fn run(
+    url: &str,
+    database: &'static str,
+    connections: usize,
+    duration: Duration,
+    ledger_config: LedgerConfig,
+) -> anyhow::Result<Vec<HttpMeasurement>> {
+    let (bank, http_address, http_server) = crate::bench_http::start(url, ledger_config).await?;
+    let payers: Vec<Payer> = crate::bench_http::customers(&bank, http_address, connections).await?;
+
+    let tls_dir = std::env::temp_dir().join(format!("kassa-bench-tls-{}-{database}", std::process::id()));
+    let data_dir = crate::datadir::DataDir::open_or_create(&tls_dir)?;
+    data_dir.ensure_tls("Kassa bench", &[])?;
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[])?);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(tls_dir.join("tls").join("ca.pem")).context("the bench CA")? {
+        roots.add(cert.context("a PEM certificate")?)?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(client));
+
+    let settings = kassa_terminal::TerminalSettings {
+        max_sessions: connections.saturating_mul(2).max(16),
+        requests_per_s: 1_000_000,
+        request_burst: 1_000_000,
+        ..kassa_terminal::TerminalSettings::default()
+    };
+    let server = kassa_terminal::TerminalServer::start(bank.clone(), settings)
+        .await
+        .map_err(|error| anyhow::anyhow!("starting the terminal server: {error}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let terminal_server = tokio::spawn(Arc::clone(&server).serve(listener, acceptor, stopped));
+
+    let mut sessions = Vec::with_capacity(connections);
+    for payer in &payers {
+        sessions.push((Session::open(address, &connector, &payer.phone).await?, payer.to.clone()));
+    }
+    let (warm_up, mut sessions) = measure(database, sessions, Op::Transfer, duration).await?;
+    eprintln!("{database}: warm-up (not measured): {} terminal transfers", warm_up.requests);
+    if database == "postgres" {
+        // As in `--http`: the statistics a running server would have.
+        kassa_store::sql::write(&**bank.database(), |tx| tx.execute("ANALYZE", &[]).map(|_| ()))
+            .await
+            .map_err(|error: kassa_store::StoreError| anyhow::anyhow!("ANALYZE: {error}"))?;
+    }
+    let mut results = Vec::new();
+    for op in [Op::Ping, Op::Balance, Op::Transfer] {
+        let (measured, back) = measure(database, sessions, op, duration).await?;
+        results.push(measured);
+        sessions = back;
+    }
+    eprintln!("{database}: the server's logical clock ended at {}", server.clock());
+    drop(sessions);
+    let _ = stop.send(true);
+    let _ = terminal_server.await;
+    http_server.abort();
+    let _ = std::fs::remove_dir_all(&tls_dir);
+    Ok(results)
+}
