@@ -284,3 +284,38 @@ fn a_call_is_send(client: &mut Client) {
     let call = client.call("ping", Map::new());
     send(&call);
 }
+
+#[tokio::test]
+async fn a_sign_in_after_an_idle_close_is_sent_again_but_a_lost_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, address) = listener().await;
+    let log = serve(socket, tls_config(), |connection, frame| {
+        match (connection, frame["op"].as_str()) {
+        (1, Some("login")) => Answer::Raw(
+            br#"{"id":null,"clock":90,"ok":false,"error":{"code":"idle_timeout","message":"idle"}}"#
+                .iter()
+                .copied()
+                .chain([b'\n'])
+                .collect(),
+        ),
+        // The second connection loses the reply to a sign-in.
+        (2, Some("login")) => Answer::Drop,
+        (_, Some("login")) => Answer::Reply(json!({"ok": true, "role": "customer", "session_token": "tok-3"})),
+        _ => ok(),
+    }
+    });
+    let mut client =
+        Client::connect(&address, TrustConfig::Pinned(dir.path().join("k")), Hello::default()).await.unwrap();
+    client.call("hello", Map::new()).await.unwrap();
+    let login = || Map::from_iter([("phone".into(), json!("+1")), ("password".into(), json!("p"))]);
+    let error = client.call("login", login()).await.unwrap_err();
+    assert!(matches!(error, WireError::Closed), "a lost sign-in is reported, not sent a third time: {error}");
+    let ops: Vec<(usize, String)> =
+        log.lock().unwrap().iter().map(|(c, frame)| (*c, frame["op"].as_str().unwrap().to_owned())).collect();
+    let expected = [(1, "hello"), (1, "login"), (2, "hello"), (2, "login")];
+    assert_eq!(ops, expected.map(|(c, op)| (c, op.to_owned())));
+    // The next call starts over on a new connection.
+    assert!(client.call("hello", Map::new()).await.unwrap().is_ok());
+    assert!(client.call("login", login()).await.unwrap().is_ok());
+    assert!(client.is_signed_in());
+}

@@ -24,8 +24,8 @@ use super::{Bank, decimals_of, describe_refusal, plain, validate_amount};
 
 /// How many clock ticks the side panel keeps.
 const TICKS_KEPT: usize = 200;
-/// How long the screen waits for a key before pinging a signed-in session,
-/// well inside the server's default 60 s idle timeout.
+/// How long the screen waits for a key before pinging the bank, well
+/// inside the server's default 60 s idle timeout.
 const IDLE_PING: Duration = Duration::from_secs(20);
 
 /// A key, as the screens understand it (independent of crossterm, for tests).
@@ -493,6 +493,10 @@ impl App {
         let body = match &reply.body {
             Err(refusal) => {
                 let closing = matches!(refusal.code.as_str(), "idle_timeout" | "server_busy" | "frame_too_large");
+                if op == "ping" && !closing {
+                    // A keep-alive's refusal is nothing the person asked for.
+                    return;
+                }
                 let signed_out = refusal.code == "invalid_token" || closing;
                 if signed_out {
                     self.session = None;
@@ -929,7 +933,8 @@ async fn event_loop<B: Bank>(
         terminal.draw(|frame| app.draw(frame))?;
         // Waiting for a key blocks this thread, which is the screen's only job.
         if !event::poll(IDLE_PING)? {
-            if app.is_signed_in() {
+            // An ATM keeps its connection while it waits for a customer, too.
+            if !matches!(app.screen, Screen::Closed(_) | Screen::Connecting) {
                 app.pending = Some("ping");
                 perform(&mut app, bank, Action::Send { op: "ping", fields: Map::new() }).await;
             }

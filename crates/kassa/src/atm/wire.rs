@@ -60,6 +60,8 @@ pub enum WireError {
     RequestTooLarge(usize),
     /// The server closed the connection.
     Closed,
+    /// The server had closed the idle connection before this frame was sent.
+    IdleClosed,
     /// No reply within the reply timeout.
     Timeout,
 }
@@ -80,6 +82,7 @@ impl fmt::Display for WireError {
             WireError::BadReply(message) => write!(f, "the server sent an invalid reply: {message}"),
             WireError::RequestTooLarge(bytes) => write!(f, "the request is {bytes} bytes, over the 16 KiB frame limit"),
             WireError::Closed => write!(f, "the server closed the connection"),
+            WireError::IdleClosed => write!(f, "the server closed the connection for idleness"),
             WireError::Timeout => write!(f, "no reply from the server within {} s", REPLY_TIMEOUT.as_secs()),
         }
     }
@@ -96,7 +99,7 @@ impl From<io::Error> for WireError {
 impl WireError {
     /// Whether a new connection might succeed where this one failed.
     fn is_connection_loss(&self) -> bool {
-        matches!(self, WireError::Io(_) | WireError::Closed | WireError::Timeout)
+        matches!(self, WireError::Io(_) | WireError::Closed | WireError::IdleClosed | WireError::Timeout)
     }
 }
 
@@ -372,19 +375,25 @@ impl Client {
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
         let mut attempt = 0;
+        if self.stream.is_none() {
+            // The last connection was lost; this frame was never sent on it.
+            self.reconnect(op).await?;
+        }
         loop {
-            let result = match self.stream.is_some() {
-                true => self.exchange(id, op, &fields).await,
-                false => Err(WireError::Closed),
-            };
+            let result = self.exchange(id, op, &fields).await;
             match result {
                 Err(error) if error.is_connection_loss() && attempt < RECONNECT_ATTEMPTS => {
                     attempt += 1;
                     self.stream = None;
-                    if self.session_token.is_none() || op == "logout" {
+                    // A frame the server may have carried out is sent again only
+                    // within a signed-in session, where its id makes it happen
+                    // once; a sign-in is not (a wrong PIN would count twice),
+                    // unless the server had closed the connection before it.
+                    let unsent = matches!(error, WireError::IdleClosed);
+                    if op == "logout" || (self.session_token.is_none() && !unsent) {
                         return Err(error);
                     }
-                    self.reconnect().await?;
+                    self.reconnect(op).await?;
                 }
                 Err(error) => {
                     if error.is_connection_loss() {
@@ -416,20 +425,28 @@ impl Client {
         }
     }
 
-    /// A new connection, `hello` and `resume`, each with new frame ids.
-    async fn reconnect(&mut self) -> Result<(), WireError> {
-        let token = self.session_token.clone().ok_or(WireError::Closed)?;
+    /// A new connection, then `hello` and (in a session) `resume`, each
+    /// with new frame ids; `op` is the frame to be sent again after them.
+    async fn reconnect(&mut self, op: &str) -> Result<(), WireError> {
         self.stream = Some(open(&self.address, &self.trust).await?);
         self.reconnects = self.reconnects.saturating_add(1);
-        for (op, fields) in
-            [("hello", self.hello_fields()), ("resume", Map::from_iter([("session_token".into(), json!(token))]))]
+        self.greeted = false;
+        let mut steps = Vec::new();
+        if op != "hello" {
+            steps.push(("hello", self.hello_fields()));
+        }
+        if let Some(token) = self.session_token.clone()
+            && op != "resume"
         {
+            steps.push(("resume", Map::from_iter([("session_token".into(), json!(token))])));
+        }
+        for (step, fields) in steps {
             let id = self.next_id;
             self.next_id = self.next_id.saturating_add(1);
-            let reply = self.exchange(id, op, &fields).await?;
-            self.note(op, &reply);
+            let reply = self.exchange(id, step, &fields).await?;
+            self.note(step, &reply);
             if let Err(refusal) = reply.body {
-                return Err(WireError::BadReply(format!("{op} after reconnecting was refused: {}", refusal.code)));
+                return Err(WireError::BadReply(format!("{step} after reconnecting was refused: {}", refusal.code)));
             }
         }
         Ok(())
@@ -469,7 +486,7 @@ impl Client {
             // An idle session's goodbye, read only now that we speak again: the
             // connection is gone, and a signed-in session can be resumed.
             if reply.id.is_none() && reply.body.as_ref().is_err_and(|refusal| refusal.code == "idle_timeout") {
-                return Err(WireError::Closed);
+                return Err(WireError::IdleClosed);
             }
             // A reply to another frame (one sent before a reconnect) is not this one's.
             if reply.id.is_none_or(|reply_id| reply_id == id) {
