@@ -334,6 +334,10 @@ impl TerminalServer {
                 }))
             }
             Request::Login(login) => {
+                let staff_login = match &login {
+                    Login::Staff { login, .. } => Some(login.trim().to_lowercase()),
+                    _ => None,
+                };
                 let signed = match login {
                     Login::Card { card_number, pin } => {
                         let terminal = session.state.terminal.ok_or_else(terminal_required)?;
@@ -354,7 +358,7 @@ impl TerminalServer {
                         self.password_login(&anonymous, &login, &password, Some(&totp)).await?
                     }
                 };
-                self.signed_in(session, signed).await
+                self.signed_in(session, signed, staff_login).await
             }
             Request::Resume { session_token } => {
                 let caller = self.bank.authenticate(&session_token, &session.origin()).await?;
@@ -376,7 +380,7 @@ impl TerminalServer {
                     card_account,
                     account: None,
                 };
-                self.signed_in(session, signed).await
+                self.signed_in(session, signed, None).await
             }
             Request::Logout => {
                 if let Some(mut signed) = session.signed.take() {
@@ -430,7 +434,15 @@ impl TerminalServer {
         })
     }
 
-    async fn signed_in(&self, session: &mut Session, mut signed: Signed) -> Result<Value, Refusal> {
+    /// Marks the session signed in and answers with who it is: a
+    /// customer's first name and initial, a staff member's login (or, on
+    /// `resume`, their role).
+    async fn signed_in(
+        &self,
+        session: &mut Session,
+        mut signed: Signed,
+        staff_login: Option<String>,
+    ) -> Result<Value, Refusal> {
         let user = signed.caller.user.clone().ok_or_else(|| Refusal::new("unauthorized", "sign in first"))?;
         let (who, name, account) = if user.role == Role::Customer {
             let me = self.bank.me(&signed.caller).await?;
@@ -441,7 +453,7 @@ impl TerminalServer {
             let initial: String = me.last_name.chars().take(1).collect();
             (Who::Customer, format!("{} {initial}.", me.first_name), account)
         } else {
-            (Who::Staff, user.role.as_str().to_owned(), None)
+            (Who::Staff, staff_login.unwrap_or_else(|| user.role.as_str().to_owned()), None)
         };
         let reply = json!({
             "role": user.role.as_str(),

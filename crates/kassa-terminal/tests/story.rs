@@ -134,6 +134,25 @@ async fn a_customer_at_a_registered_terminal(engine: Engine) {
 
     again.ok("logout", json!({})).await;
     again.refused("balance", json!({}), "unauthorized").await;
+
+    // A disabled terminal can no longer say hello; enabled, it can again.
+    let path = format!("/api/v1/admin/terminals/{terminal}/status");
+    let disabled = app.send(Method::PUT, &path, Some(&app.admin), Some(json!({"status": "disabled"}))).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    let listed = app.get("/api/v1/admin/terminals", &app.admin).await;
+    assert_eq!(listed.body["items"][0]["status"], "disabled", "{}", listed.body);
+    assert!(!listed.body.to_string().contains(&key), "the key is never shown again: {}", listed.body);
+    let mut off = Term::connect(&terminals).await;
+    off.refused(
+        "hello",
+        json!({"protocol_version": 1, "terminal_id": terminal, "terminal_key": key}),
+        "terminal_unknown",
+    )
+    .await;
+    let teller_tries = app.get("/api/v1/admin/terminals", &app.teller).await;
+    assert_eq!(teller_tries.status, 403, "{}", teller_tries.body);
+    app.send(Method::PUT, &path, Some(&app.admin), Some(json!({"status": "active"}))).await;
+    off.hello(Some((terminal, &key))).await;
     let mut after = Term::connect(&terminals).await;
     after.hello(Some((terminal, &key))).await;
     after.refused("resume", json!({"session_token": token}), "session_revoked").await;
