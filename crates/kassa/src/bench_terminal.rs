@@ -14,69 +14,35 @@
 #![allow(clippy::float_arithmetic)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use kassa_ledger::LedgerConfig;
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use serde_json::{Map, Value, json};
 
+use crate::atm::wire::{Client, Hello, TrustConfig};
 use crate::bench::{latency_us, percentile_ms};
 use crate::bench_http::{HttpMeasurement, PASSWORD, Payer};
 
-/// One signed-in terminal session.
-struct Session {
-    stream: BufReader<TlsStream<TcpStream>>,
-    clock: u64,
-    next_id: u64,
-    line: String,
+/// A signed-in session of `kassa atm`'s client, trusting the bench's CA.
+async fn session(address: SocketAddr, ca: &Path, phone: &str) -> anyhow::Result<Client> {
+    let hello = Hello { client: "kassa bench".into(), terminal: None };
+    let mut client = Client::connect(&address.to_string(), TrustConfig::Ca(ca.to_path_buf()), hello).await?;
+    for (op, fields) in [("hello", Map::new()), ("login", fields(json!({"phone": phone, "password": PASSWORD})))] {
+        let reply = client.call(op, fields).await?;
+        if !reply.is_ok() {
+            anyhow::bail!("{op}: {}", reply.raw);
+        }
+    }
+    Ok(client)
 }
 
-impl Session {
-    async fn open(address: SocketAddr, connector: &TlsConnector, phone: &str) -> anyhow::Result<Session> {
-        let tcp = TcpStream::connect(address).await.with_context(|| format!("connecting to {address}"))?;
-        tcp.set_nodelay(true)?;
-        let name = ServerName::try_from("localhost").context("a server name")?;
-        let stream = connector.connect(name, tcp).await.context("the TLS handshake")?;
-        let mut session = Session { stream: BufReader::new(stream), clock: 0, next_id: 1, line: String::new() };
-        session.call("hello", json!({"protocol_version": 1, "client": "kassa bench"})).await?;
-        session.call("login", json!({"phone": phone, "password": PASSWORD})).await?;
-        Ok(session)
-    }
-
-    /// Sends one frame and reads its reply; an error reply is an error.
-    async fn call(&mut self, op: &str, mut fields: Value) -> anyhow::Result<Value> {
-        let reply = self.exchange(op, &mut fields).await?;
-        if reply["ok"] != true {
-            bail!("{op}: {reply}");
-        }
-        Ok(reply)
-    }
-
-    async fn exchange(&mut self, op: &str, fields: &mut Value) -> anyhow::Result<Value> {
-        self.clock += 1;
-        fields["id"] = json!(self.next_id);
-        fields["clock"] = json!(self.clock);
-        fields["op"] = json!(op);
-        self.next_id += 1;
-        let mut frame = serde_json::to_vec(fields)?;
-        frame.push(b'\n');
-        self.stream.get_mut().write_all(&frame).await?;
-        self.line.clear();
-        if self.stream.read_line(&mut self.line).await? == 0 {
-            bail!("the server closed the session");
-        }
-        let reply: Value = serde_json::from_str(&self.line).context("a reply that is not JSON")?;
-        let clock = reply["clock"].as_u64().context("a reply without a clock")?;
-        self.clock = self.clock.max(clock) + 1;
-        Ok(reply)
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
     }
 }
 
@@ -99,10 +65,10 @@ impl Op {
 
 async fn measure(
     database: &'static str,
-    sessions: Vec<(Session, String)>,
+    sessions: Vec<(Client, String)>,
     op: Op,
     duration: Duration,
-) -> anyhow::Result<(HttpMeasurement, Vec<(Session, String)>)> {
+) -> anyhow::Result<(HttpMeasurement, Vec<(Client, String)>)> {
     let connections = sessions.len();
     let started = Instant::now();
     let deadline = started + duration;
@@ -112,10 +78,9 @@ async fn measure(
             let mut latencies = Vec::with_capacity(64 * 1024);
             let (mut failures, mut first_failure) = (0_u64, None);
             while Instant::now() < deadline {
-                let mut fields = match op {
-                    Op::Ping => json!({}),
-                    Op::Balance => json!({}),
-                    Op::Transfer => json!({"to_account": payee, "amount": "0.01"}),
+                let frame = match op {
+                    Op::Ping | Op::Balance => Map::new(),
+                    Op::Transfer => fields(json!({"to_account": payee, "amount": "0.01"})),
                 };
                 let name = match op {
                     Op::Ping => "ping",
@@ -123,12 +88,12 @@ async fn measure(
                     Op::Transfer => "transfer",
                 };
                 let request_started = Instant::now();
-                let reply = session.exchange(name, &mut fields).await?;
-                if reply["ok"] == true {
+                let reply = session.call(name, frame).await?;
+                if reply.is_ok() {
                     latencies.push(latency_us(request_started));
                 } else {
                     failures += 1;
-                    first_failure.get_or_insert_with(|| reply.to_string());
+                    first_failure.get_or_insert_with(|| reply.raw.to_string());
                 }
             }
             Ok::<_, anyhow::Error>((latencies, failures, first_failure, session, payee))
@@ -178,17 +143,7 @@ pub async fn run(
     data_dir.ensure_tls("Kassa bench", &[])?;
     let acceptor =
         tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[])?);
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(tls_dir.join("tls").join("ca.pem")).context("the bench CA")? {
-        roots.add(cert.context("a PEM certificate")?)?;
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(client));
-
+    let ca = tls_dir.join("tls").join("ca.pem");
     let settings = kassa_terminal::TerminalSettings {
         max_sessions: connections.saturating_mul(2).max(16),
         requests_per_s: 1_000_000,
@@ -205,7 +160,7 @@ pub async fn run(
 
     let mut sessions = Vec::with_capacity(connections);
     for payer in &payers {
-        sessions.push((Session::open(address, &connector, &payer.phone).await?, payer.to.clone()));
+        sessions.push((session(address, &ca, &payer.phone).await?, payer.to.clone()));
     }
     let (warm_up, mut sessions) = measure(database, sessions, Op::Transfer, duration).await?;
     eprintln!("{database}: warm-up (not measured): {} terminal transfers", warm_up.requests);
