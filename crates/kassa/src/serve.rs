@@ -192,10 +192,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = kassa_http::AppState {
         bank: bank.clone(),
         metrics: Arc::default(),
-        trusted_proxies: Arc::new(trusted),
+        trusted_proxies: Arc::new(trusted.clone()),
         body_max_bytes: config.limits.request_body_max_bytes,
     };
-    let app = kassa_http::router(state);
+    // The web pages (customer cabinet at /, staff console at /staff) beside the API.
+    let web = kassa_web::WebOptions { secure_cookies: config.https, trusted_proxies: trusted };
+    let app = kassa_http::router(state).merge(kassa_web::router(bank.clone(), web));
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

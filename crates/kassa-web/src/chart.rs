@@ -1,0 +1,1 @@
+//! The balance chart: server-rendered SVG, integer arithmetic only.
