@@ -26,8 +26,8 @@ pub fn routes() -> Router<WebState> {
         .route("/products", get(products))
         .route("/products/new", get(new_product_page).post(new_product))
         .route("/rates", get(rates))
-    // LATER .merge(crate::account::routes())
-    // LATER .merge(crate::cabinet::routes())
+        .merge(crate::account::routes())
+        .merge(crate::cabinet::routes())
 }
 
 /// A flash message named in the query (`?done=opened`), translated.

@@ -9,6 +9,8 @@
 //! session's CSRF token or is refused with 403 before it reaches a handler.
 //! See FOUNDATION.md for how to add a page.
 
+mod account;
+mod cabinet;
 mod chart;
 mod customer;
 pub mod i18n;

@@ -105,3 +105,206 @@ async fn english_and_russian(engine: Engine) {
     assert!(back.url.ends_with("/rates") && back.has("Курсы валют"), "{engine:?}");
 }
 on_both_engines!(english_and_russian);
+
+/// The id in an `/accounts/{id}` URL.
+fn account_in(url: &str) -> String {
+    url.split("/accounts/").nth(1).unwrap().split(['?', '#', '/']).next().unwrap().to_owned()
+}
+
+/// The text of the element with `id` (up to the next tag).
+fn text_of(page: &Page, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = page.body.find(&marker).map(|i| i + marker.len()).unwrap_or_else(|| panic!("no #{id}"));
+    page.body[start..].split('<').next().unwrap().trim().to_owned()
+}
+
+/// A customer's account page is theirs alone: another customer gets 404
+/// for it and for every form on it, and nothing changes.
+async fn another_customers_account_is_not_found(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let anna = app.browser("en");
+    anna.register(1).await;
+    let opened = anna
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "current"), ("currency", "BYN"), ("consent", "terms:2026-01")],
+        )
+        .await;
+    let id = account_in(&opened.url);
+    let number = text_of(&opened, "account-number");
+    app.deposit(&number, "100.00", "BYN").await;
+    let ivan = app.browser("en");
+    ivan.register(2).await;
+    let path = format!("/accounts/{id}");
+    let seen = ivan.get(&path).await;
+    assert_eq!(seen.status, 404, "{engine:?}: {}", seen.body);
+    assert!(!seen.has(&number), "{engine:?}: the number is not shown");
+    for (action, fields) in [
+        ("close", vec![]),
+        ("transfer", vec![("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "10.00")]),
+        ("statement", vec![("from", "2026-01-01"), ("to", "2026-01-31"), ("format", "csv")]),
+        ("reveal", vec![("password", PASSWORD)]),
+    ] {
+        let answer = ivan.submit("/products", &format!("{path}/{action}"), &fields).await;
+        assert_eq!(answer.status, 404, "{engine:?}: {action}: {}", answer.body);
+    }
+    let still = anna.get(&path).await;
+    assert_eq!(text_of(&still, "balance"), "100.00 BYN", "{engine:?}: nothing moved");
+    let anonymous = app.browser("en").get(&path).await;
+    assert!(anonymous.url.ends_with("/login"), "{engine:?}: {}", anonymous.url);
+}
+on_both_engines!(another_customers_account_is_not_found);
+
+/// The account page's forms: a card shown after the password, payments by
+/// phone and between own accounts (an exchange), errors inline, history,
+/// a statement, closing.
+async fn the_account_page_does_what_the_api_does(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    app.set_rates().await;
+    let payee = app.browser("en");
+    payee.register(2).await;
+    payee
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "current"), ("currency", "BYN"), ("consent", "terms:2026-01")],
+        )
+        .await;
+    let me = app.browser("en");
+    me.register(1).await;
+    let card = me
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "debit_card"), ("currency", "BYN"), ("consent", "terms:2026-01"), ("consent", "cards:2026-01")],
+        )
+        .await;
+    assert_eq!(card.status, 200, "{engine:?}: {}", card.body);
+    let card_id = account_in(&card.url);
+    let masked = text_of(&card, "card-masked");
+    assert!(masked.contains('•'), "{engine:?}: {masked}");
+    let usd = me
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "current"), ("currency", "USD"), ("consent", "terms:2026-01")],
+        )
+        .await;
+    let usd_id = account_in(&usd.url);
+    app.deposit(&text_of(&card, "account-number"), "500.00", "BYN").await;
+    let path = format!("/accounts/{card_id}");
+    // The card behind "Show": a wrong password is an inline error.
+    let wrong = me.submit(&path, &format!("{path}/reveal"), &[("password", "wrong password")]).await;
+    assert_eq!(wrong.status, 422, "{engine:?}");
+    assert!(wrong.has("id=\"reveal-password-error\""), "{engine:?}: {}", wrong.body);
+    let shown = me.submit(&path, &format!("{path}/reveal"), &[("password", PASSWORD)]).await;
+    assert_eq!(shown.status, 200, "{engine:?}: {}", shown.body);
+    assert_eq!(text_of(&shown, "card-number").len(), 16, "{engine:?}");
+    assert_eq!(text_of(&shown, "card-cvv").len(), 3, "{engine:?}");
+    // By phone: bad input inline, then paid.
+    let transfer = format!("{path}/transfer");
+    let bad = me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "12"), ("amount", "ten")]).await;
+    assert_eq!(bad.status, 422, "{engine:?}: {}", bad.body);
+    assert!(bad.has("id=\"to_phone-error\"") || bad.has("id=\"amount-error\""), "{engine:?}: {}", bad.body);
+    let too_much =
+        me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "9000.00")]).await;
+    assert_eq!(too_much.status, 422, "{engine:?}");
+    assert!(too_much.has("Not enough money"), "{engine:?}: {}", too_much.body);
+    let paid =
+        me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "25.00")]).await;
+    assert_eq!(paid.status, 200, "{engine:?}: {}", paid.body);
+    assert_eq!(text_of(&paid, "balance"), "475.00 BYN", "{engine:?}");
+    // Between own accounts in another currency: an exchange.
+    let exchanged = me.submit(&path, &transfer, &[("mode", "own"), ("to_account", &usd_id), ("amount", "33.00")]).await;
+    assert_eq!(exchanged.status, 200, "{engine:?}: {}", exchanged.body);
+    assert_eq!(text_of(&exchanged, "balance"), "442.00 BYN", "{engine:?}");
+    let dollars = me.get(&format!("/accounts/{usd_id}")).await;
+    assert_eq!(text_of(&dollars, "balance"), "10.00 USD", "{engine:?}: 33 BYN at 3.30");
+    // History and chart.
+    assert!(exchanged.has("<polyline class=\"line\""), "{engine:?}");
+    assert!(exchanged.has("Exchange") && exchanged.has("Cash deposit"), "{engine:?}: {}", exchanged.body);
+    // The live quote's endpoint (with the CSRF header) and the preview.
+    let token = exchanged.csrf();
+    let quote = me
+        .client
+        .post(format!("{}/web/quote", me.base))
+        .header("X-CSRF-Token", &token)
+        .form(&[("from", "BYN"), ("to", "USD"), ("amount", "33.00")])
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert!(quote["text"].as_str().unwrap().contains("10.00"), "{engine:?}: {quote}");
+    let preview = me.get("/web/recipient?phone=%2B375291110002&currency=BYN").await;
+    assert!(preview.body.contains("Olga S."), "{engine:?}: {}", preview.body);
+    // A statement as CSV.
+    // The form's default period: this month up to today.
+    let value_of = |name: &str| {
+        let marker = format!("name=\"{name}\" type=\"date\" value=\"");
+        exchanged.body.split(&marker).nth(1).unwrap().split('"').next().unwrap().to_owned()
+    };
+    let (from, to) = (value_of("from"), value_of("to"));
+    let csv = me.submit(&path, &format!("{path}/statement"), &[("from", &from), ("to", &to), ("format", "csv")]).await;
+    assert_eq!(csv.status, 200, "{engine:?}: {}", csv.body);
+    assert!(csv.body.contains("25.00"), "{engine:?}: {}", csv.body);
+    let bad_dates =
+        me.submit(&path, &format!("{path}/statement"), &[("from", "yesterday"), ("to", ""), ("format", "csv")]).await;
+    assert_eq!(bad_dates.status, 422, "{engine:?}");
+    // Closing: refused while money is on it, done when empty.
+    let refused = me.submit(&path, &format!("{path}/close"), &[]).await;
+    assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+    let empty = me
+        .submit(
+            &format!("/accounts/{usd_id}"),
+            &format!("/accounts/{usd_id}/transfer"),
+            &[("mode", "own"), ("to_account", &card_id), ("amount", "10.00")],
+        )
+        .await;
+    assert_eq!(empty.status, 200, "{engine:?}: {}", empty.body);
+    let closed = me.submit("/products", &format!("/accounts/{usd_id}/close"), &[]).await;
+    assert!(closed.url.contains("/products") && closed.has("The account is closed."), "{engine:?}: {}", closed.body);
+}
+on_both_engines!(the_account_page_does_what_the_api_does);
+
+/// The cabinet: profile, notifications, password, sign out everywhere
+/// (which ends the other browser's session too).
+async fn the_cabinet(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let me = app.browser("en");
+    me.register(1).await;
+    let other = app.browser("en");
+    other.submit("/login", "/login", &[("login", "+375291110001"), ("password", PASSWORD)]).await;
+    let bad = me.submit("/cabinet", "/cabinet/profile", &[("first_name", ""), ("email", "nope")]).await;
+    assert_eq!(bad.status, 422, "{engine:?}: {}", bad.body);
+    assert!(bad.has("id=\"email-error\""), "{engine:?}: {}", bad.body);
+    let saved = me
+        .submit(
+            "/cabinet",
+            "/cabinet/profile",
+            &[("first_name", "Ivan"), ("last_name", "Petrov"), ("email", "new@example.com")],
+        )
+        .await;
+    assert!(saved.has("The profile is saved.") && saved.has("new@example.com"), "{engine:?}: {}", saved.body);
+    let switched = me.submit("/cabinet", "/cabinet/notifications", &[("sms_on_login", "on")]).await;
+    assert!(
+        switched.has("id=\"sms_on_login\" name=\"sms_on_login\" value=\"on\" checked"),
+        "{engine:?}: {}",
+        switched.body
+    );
+    let wrong = me
+        .submit(
+            "/cabinet",
+            "/cabinet/password",
+            &[("current_password", "nope"), ("new_password", "another long phrase 2")],
+        )
+        .await;
+    assert!(wrong.has("id=\"current_password-error\""), "{engine:?}: {}", wrong.body);
+    let everywhere = me.submit("/cabinet", "/cabinet/logout-all", &[]).await;
+    assert!(everywhere.url.contains("/login"), "{engine:?}");
+    let gone = other.get("/products").await;
+    assert!(gone.url.ends_with("/login"), "{engine:?}: the other session ended: {}", gone.url);
+}
+on_both_engines!(the_cabinet);

@@ -120,6 +120,18 @@ impl App {
         assert_eq!(answer.status().as_u16(), 201, "{:?}: deposit: {}", self.engine, answer.text().await.unwrap());
     }
 
+    /// Sets the USD/BYN rate the way a rates feed does (the rates file),
+    /// so that exchanges have a fresh rate.
+    pub async fn set_rates(&self) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.json");
+        let rates = json!({"rates": [{"base": "USD", "quote": "BYN", "buy": "3.2000", "sell": "3.3000"},
+                                     {"base": "EUR", "quote": "BYN", "buy": "3.5000", "sell": "3.6000"}]});
+        std::fs::write(&path, rates.to_string()).unwrap();
+        let recorded = self.bank.poll_rates_file(path.to_str().unwrap()).await.unwrap();
+        assert_eq!(recorded, 2, "{:?}", self.engine);
+    }
+
     /// A new browser-like client: cookies kept, redirects followed.
     pub fn browser(&self, language: &str) -> Browser {
         let mut headers = reqwest::header::HeaderMap::new();
