@@ -185,7 +185,7 @@ async fn reveal(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>, fo
                 reveal_errors.fields.insert("password".into(), message);
             }
             let extras = Extras { reveal_errors, ..Extras::default() };
-            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }
@@ -255,7 +255,7 @@ async fn transfer(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>, 
                 values: form,
                 ..Extras::default()
             };
-            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::OK).await
         }
         Err(error @ ServiceError::Throttled { .. }) => {
             let extras = Extras {
@@ -301,7 +301,7 @@ async fn statement(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>,
         }
         Err(error @ ServiceError::Invalid(_)) => {
             let extras = Extras { statement_errors: Errors::from_service(&ctx, &error), ..Extras::default() };
-            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }
@@ -316,7 +316,7 @@ async fn close(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>) -> 
         Ok(_) => redirect("/products?done=closed"),
         Err(error @ (ServiceError::Refused(..) | ServiceError::Conflict(..))) => {
             let extras = Extras { errors: Errors::from_service(&ctx, &error), ..Extras::default() };
-            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, id, &PageQuery::default(), extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }

@@ -123,7 +123,7 @@ async fn profile(State(s): State<WebState>, ctx: Ctx, form: FormData) -> Respons
         Err(error) if form_error(&error) => {
             let extras =
                 Extras { profile_errors: Errors::from_service(&ctx, &error), values: Some(form), ..Extras::default() };
-            render(&s, &ctx, extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }
@@ -142,7 +142,7 @@ async fn notifications(State(s): State<WebState>, ctx: Ctx, form: FormData) -> R
         Ok(_) => redirect("/cabinet?done=notifications"),
         Err(error) if form_error(&error) => {
             let extras = Extras { notify_errors: Errors::from_service(&ctx, &error), ..Extras::default() };
-            render(&s, &ctx, extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }
@@ -155,7 +155,7 @@ async fn password(State(s): State<WebState>, ctx: Ctx, form: FormData) -> Respon
         Ok(()) => redirect("/cabinet?done=password"),
         Err(error) if form_error(&error) || matches!(error, ServiceError::Throttled { .. }) => {
             let extras = Extras { password_errors: Errors::from_service(&ctx, &error), ..Extras::default() };
-            render(&s, &ctx, extras, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(&s, &ctx, extras, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }

@@ -74,7 +74,7 @@ async fn login(State(s): State<WebState>, ctx: Ctx, form: FormData) -> Response 
     let login = form.text("login");
     let password = form.raw("password");
     let again = |errors: Errors| {
-        let status = if errors.fields.is_empty() { StatusCode::UNAUTHORIZED } else { StatusCode::UNPROCESSABLE_ENTITY };
+        let status = StatusCode::OK;
         html_status(
             status,
             &LoginPage { c: &ctx, errors, login: login.clone().unwrap_or_default(), flash: String::new() },
@@ -160,7 +160,7 @@ async fn register(State(s): State<WebState>, ctx: Ctx, form: FormData) -> Respon
     };
     match s.bank.register(&ctx.caller, registration).await {
         Ok(registered) => with_cookies(redirect("/products?done=registered"), &session_cookies(&s, &registered.tokens)),
-        Err(error) => register_form(&ctx, Errors::from_service(&ctx, &error), &form, StatusCode::UNPROCESSABLE_ENTITY),
+        Err(error) => register_form(&ctx, Errors::from_service(&ctx, &error), &form, StatusCode::OK),
     }
 }
 
@@ -276,7 +276,7 @@ async fn new_product(State(s): State<WebState>, ctx: Ctx, form: FormData) -> Res
         Ok(account) => redirect(&format!("/accounts/{}?done=opened", account.id)),
         Err(error @ (ServiceError::Invalid(_) | ServiceError::Refused(..) | ServiceError::Conflict(..))) => {
             let errors = Errors::from_service(&ctx, &error);
-            new_product_form(&s, &ctx, errors, &form, StatusCode::UNPROCESSABLE_ENTITY).await
+            new_product_form(&s, &ctx, errors, &form, StatusCode::OK).await
         }
         Err(error) => service_error_page(&ctx, &error),
     }

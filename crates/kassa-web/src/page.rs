@@ -223,7 +223,9 @@ pub fn message_of(ctx: &Ctx, error: &ServiceError) -> String {
     }
 }
 
-/// A rendered template as an HTML response.
+/// A rendered template as an HTML response. A form that comes back with
+/// its errors is a 200 too: the messages are the answer, and a 4xx
+/// document would count as an error in the browser's console.
 pub fn html<T: Template>(template: &T) -> Response {
     html_status(StatusCode::OK, template)
 }

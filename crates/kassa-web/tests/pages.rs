@@ -22,7 +22,7 @@ async fn register_sign_out_and_in(engine: Engine) {
     assert!(after.url.ends_with("/login"), "{engine:?}: signed out, products need sign-in again: {}", after.url);
     let wrong =
         browser.submit("/login", "/login", &[("login", "+375291110001"), ("password", "not the password")]).await;
-    assert_eq!(wrong.status, 401, "{engine:?}");
+    assert_eq!(wrong.status, 200, "{engine:?}: the form again, with the message");
     assert!(wrong.has("The phone number (or login) or the password is wrong."), "{engine:?}: {}", wrong.body);
     let back = browser.submit("/login", "/login", &[("login", "+375291110001"), ("password", PASSWORD)]).await;
     assert!(back.url.ends_with("/products"), "{engine:?}: {}", back.url);
@@ -72,7 +72,7 @@ async fn bad_input_gives_inline_errors(engine: Engine) {
             &[("first_name", "Ivan"), ("phone", "12"), ("password", "short"), ("email", "not-an-email")],
         )
         .await;
-    assert_eq!(bad.status, 422, "{engine:?}: {}", bad.body);
+    assert_eq!(bad.status, 200, "{engine:?}: {}", bad.body);
     for field in ["phone", "password", "last_name"] {
         assert!(bad.has(&format!("id=\"{field}-error\"")), "{engine:?}: an error beside {field}: {}", bad.body);
     }
@@ -80,10 +80,10 @@ async fn bad_input_gives_inline_errors(engine: Engine) {
     browser.register(1).await;
     let missing_consent =
         browser.submit("/products/new", "/products/new", &[("kind", "current"), ("currency", "BYN")]).await;
-    assert_eq!(missing_consent.status, 422, "{engine:?}: {}", missing_consent.body);
+    assert_eq!(missing_consent.status, 200, "{engine:?}: {}", missing_consent.body);
     assert!(missing_consent.has("id=\"consents-error\""), "{engine:?}: {}", missing_consent.body);
     let nonsense = browser.submit("/products/new", "/products/new", &[("kind", "yacht"), ("currency", "XXX")]).await;
-    assert_eq!(nonsense.status, 422, "{engine:?}");
+    assert_eq!(nonsense.status, 200, "{engine:?}");
     assert!(nonsense.has("id=\"kind-error\"") && nonsense.has("id=\"currency-error\""), "{engine:?}");
     for path in ["/accounts/abc", "/accounts/-1", "/accounts/99999999999999999999", "/lang?to=%00&back=//evil"] {
         let page = browser.get(path).await;
@@ -196,7 +196,7 @@ async fn the_account_page_does_what_the_api_does(engine: Engine) {
     let path = format!("/accounts/{card_id}");
     // The card behind "Show": a wrong password is an inline error.
     let wrong = me.submit(&path, &format!("{path}/reveal"), &[("password", "wrong password")]).await;
-    assert_eq!(wrong.status, 422, "{engine:?}");
+    assert_eq!(wrong.status, 200, "{engine:?}");
     assert!(wrong.has("id=\"reveal-password-error\""), "{engine:?}: {}", wrong.body);
     let shown = me.submit(&path, &format!("{path}/reveal"), &[("password", PASSWORD)]).await;
     assert_eq!(shown.status, 200, "{engine:?}: {}", shown.body);
@@ -205,11 +205,11 @@ async fn the_account_page_does_what_the_api_does(engine: Engine) {
     // By phone: bad input inline, then paid.
     let transfer = format!("{path}/transfer");
     let bad = me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "12"), ("amount", "ten")]).await;
-    assert_eq!(bad.status, 422, "{engine:?}: {}", bad.body);
+    assert_eq!(bad.status, 200, "{engine:?}: {}", bad.body);
     assert!(bad.has("id=\"to_phone-error\"") || bad.has("id=\"amount-error\""), "{engine:?}: {}", bad.body);
     let too_much =
         me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "9000.00")]).await;
-    assert_eq!(too_much.status, 422, "{engine:?}");
+    assert_eq!(too_much.status, 200, "{engine:?}");
     assert!(too_much.has("Not enough money"), "{engine:?}: {}", too_much.body);
     let paid =
         me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "25.00")]).await;
@@ -252,10 +252,16 @@ async fn the_account_page_does_what_the_api_does(engine: Engine) {
     assert!(csv.body.contains("25.00"), "{engine:?}: {}", csv.body);
     let bad_dates =
         me.submit(&path, &format!("{path}/statement"), &[("from", "yesterday"), ("to", ""), ("format", "csv")]).await;
-    assert_eq!(bad_dates.status, 422, "{engine:?}");
+    assert_eq!(bad_dates.status, 200, "{engine:?}");
+    assert!(bad_dates.has("id=\"from-error\""), "{engine:?}: {}", bad_dates.body);
     // Closing: refused while money is on it, done when empty.
     let refused = me.submit(&path, &format!("{path}/close"), &[]).await;
-    assert_eq!(refused.status, 422, "{engine:?}: {}", refused.body);
+    assert_eq!(refused.status, 200, "{engine:?}: {}", refused.body);
+    assert!(
+        refused.has("class=\"notice error\"") && refused.has("id=\"balance\">442.00 BYN"),
+        "{engine:?}: {}",
+        refused.body
+    );
     let empty = me
         .submit(
             &format!("/accounts/{usd_id}"),
@@ -278,7 +284,7 @@ async fn the_cabinet(engine: Engine) {
     let other = app.browser("en");
     other.submit("/login", "/login", &[("login", "+375291110001"), ("password", PASSWORD)]).await;
     let bad = me.submit("/cabinet", "/cabinet/profile", &[("first_name", ""), ("email", "nope")]).await;
-    assert_eq!(bad.status, 422, "{engine:?}: {}", bad.body);
+    assert_eq!(bad.status, 200, "{engine:?}: {}", bad.body);
     assert!(bad.has("id=\"email-error\""), "{engine:?}: {}", bad.body);
     let saved = me
         .submit(
