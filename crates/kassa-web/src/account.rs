@@ -76,9 +76,18 @@ impl AccountPage<'_> {
         self.values.get(name).unwrap_or("").to_owned()
     }
 
+    /// `2026-11-23T10:15:00Z` as `2026-11-23 10:15` (UTC).
+    fn when(&self, stamp: &str) -> String {
+        short_time(stamp)
+    }
+
     fn line_kind(&self, item: &HistoryItem) -> String {
         self.c.label("transfer_kind", &item.transfer.kind)
     }
+}
+
+pub(crate) fn short_time(stamp: &str) -> String {
+    stamp.get(..16).map_or_else(|| stamp.to_owned(), |head| head.replace('T', " "))
 }
 
 /// Extra state a POST brings back to the page.
@@ -120,11 +129,8 @@ async fn render(s: &WebState, ctx: &Ctx, id: i64, query: &PageQuery, extras: Ext
         Ok(page) => page.items,
         Err(error) => return service_error_page(ctx, &error),
     };
-    let points: Vec<(String, String)> = recent
-        .iter()
-        .rev()
-        .map(|item| (item.transfer.created_at.chars().take(10).collect(), item.balance_after.clone()))
-        .collect();
+    let points: Vec<(String, String)> =
+        recent.iter().rev().map(|item| (short_time(&item.transfer.created_at), item.balance_after.clone())).collect();
     let chart = crate::chart::balance_svg(&points, ctx.t("account.chart"), ctx.t("account.chart_desc"));
     let others = match s.bank.accounts(&ctx.caller, None, None, Some(200)).await {
         Ok(page) => page.items.into_iter().filter(|o| o.id != id && o.status == "active").collect(),

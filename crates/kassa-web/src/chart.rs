@@ -5,8 +5,8 @@
 const WIDTH: i128 = 640;
 const HEIGHT: i128 = 200;
 const LEFT: i128 = 8;
-const TOP: i128 = 12;
-const BOTTOM: i128 = 28;
+const TOP: i128 = 24;
+const BOTTOM: i128 = 32;
 
 /// A decimal amount as the services print it (`-1234.50`) in minor units;
 /// `None` for anything else.
@@ -40,8 +40,12 @@ pub fn balance_svg(points: &[(String, String)], title: &str, desc: &str) -> Stri
         svg.push_str("</svg>");
         return svg;
     }
-    let low = values.iter().map(|v| v.2).min().unwrap_or(0).min(0);
-    let high = values.iter().map(|v| v.2).max().unwrap_or(0).max(low + 1);
+    // The scale spans the balances with a margin, so that small changes of
+    // a large balance still show; the axis labels say where it starts.
+    let least = values.iter().map(|v| v.2).min().unwrap_or(0);
+    let most = values.iter().map(|v| v.2).max().unwrap_or(0);
+    let margin = ((most - least) / 8).max(1);
+    let (low, high) = (least - margin, most + margin);
     let span = high - low;
     let count = i128::try_from(values.len()).unwrap_or(1);
     let plot_width = WIDTH - 2 * LEFT;
@@ -68,6 +72,12 @@ pub fn balance_svg(points: &[(String, String)], title: &str, desc: &str) -> Stri
             escape(text)
         ));
     }
+    let top_label = values.iter().max_by_key(|v| v.2).map_or("", |v| v.1);
+    let bottom_label = values.iter().min_by_key(|v| v.2).map_or("", |v| v.1);
+    svg.push_str(&format!("<text x=\"{LEFT}\" y=\"{}\">{}</text>", TOP + 4, escape(top_label)));
+    if bottom_label != top_label {
+        svg.push_str(&format!("<text x=\"{LEFT}\" y=\"{}\">{}</text>", base_y - 6, escape(bottom_label)));
+    }
     if let (Some(first), Some(last)) = (values.first(), values.last()) {
         svg.push_str(&format!("<text x=\"{LEFT}\" y=\"{}\">{}</text>", HEIGHT - 8, escape(first.0)));
         svg.push_str(&format!(
@@ -93,7 +103,8 @@ mod tests {
         assert_eq!(minor_of("x"), None);
         let svg = balance_svg(&[("1".into(), "0.00".into()), ("2".into(), "10.00".into())], "B", "D");
         // The higher balance is drawn higher (a smaller y).
-        assert!(svg.contains("points=\"8,172 632,12\""), "{svg}");
+        // 0.00 and 10.00 with a margin of 1.25 either way: y from 24 to 168.
+        assert!(svg.contains("points=\"8,153 632,38\""), "{svg}");
         assert!(svg.contains("<title id=\"chart-title\">B</title>"));
         assert!(balance_svg(&[], "<", ">").contains("&lt;"));
     }

@@ -179,6 +179,7 @@ mod harness {
                 .unwrap_or(900);
             let height = u32::try_from(height).unwrap_or(900).clamp(600, 4000);
             self.client.set_window_size(width, height).await.unwrap();
+            self.client.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
             let png = self.client.screenshot().await.unwrap();
             std::fs::create_dir_all(&self.shots).unwrap();
             std::fs::write(self.shots.join(format!("{name}-{suffix}.png")), png).unwrap();
@@ -346,9 +347,10 @@ async fn a_customers_story_in_the_browser() {
     chrome.click_to("#tab-own").await;
     chrome.fill("amount", "33.00").await;
     chrome.wait_text("quote-out", "10.00").await;
-    chrome.shot("customer-account").await;
+    chrome.shot("customer-exchange").await;
     chrome.click_to("#send").await;
     assert_eq!(chrome.text("balance").await, "442.00 BYN");
+    chrome.shot("customer-account").await;
 
     // Both in the history and on the chart.
     let page = chrome.body().await;
