@@ -78,7 +78,7 @@ impl I18n {
             })
             .collect();
         // A stable sort keeps the browser's order among equal qualities.
-        offers.sort_by(|a, b| b.0.cmp(&a.0));
+        offers.sort_by_key(|offer| std::cmp::Reverse(offer.0));
         offers
             .iter()
             .filter(|(quality, _)| *quality > 0)

@@ -13,6 +13,8 @@
 //! saves `docs/screenshots/<name>-desktop.png` and `-phone.png`;
 //! `chrome.console_errors()` reads the browser log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_debug_implementations)]
+
 mod common;
 
 use std::time::Duration;
@@ -170,13 +172,10 @@ mod harness {
         /// saves a screenshot as `<name>-<suffix>.png`.
         async fn shot_at(&self, name: &str, width: u32, suffix: &str) {
             self.client.set_window_size(width, 900).await.unwrap();
-            let height = self
-                .client
-                .execute("return Math.ceil(document.documentElement.scrollHeight);", vec![])
-                .await
-                .unwrap()
-                .as_u64()
-                .unwrap_or(900);
+            // The window's height is the page's plus the window's own frame.
+            let script = "return Math.ceil(Math.max(document.body.scrollHeight, \
+                          document.documentElement.scrollHeight) + (window.outerHeight - window.innerHeight));";
+            let height = self.client.execute(script, vec![]).await.unwrap().as_u64().unwrap_or(900);
             let height = u32::try_from(height).unwrap_or(900).clamp(600, 4000);
             self.client.set_window_size(width, height).await.unwrap();
             self.client.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();

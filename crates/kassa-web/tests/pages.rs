@@ -1,6 +1,8 @@
 //! The pages over real HTTP, on SQLite and PostgreSQL: sign-in and
 //! register, CSRF, cross-customer access, inline errors, languages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_debug_implementations)]
+
 mod common;
 
 use common::*;
