@@ -291,6 +291,12 @@ struct RatesPage<'a> {
     rates: Vec<RateView>,
 }
 
+impl RatesPage<'_> {
+    fn when(&self, stamp: &str) -> String {
+        crate::account::short_time(stamp)
+    }
+}
+
 async fn rates(State(s): State<WebState>, ctx: Ctx) -> Response {
     match s.bank.rates().await {
         Ok(rates) => html(&RatesPage { c: &ctx, rates }),

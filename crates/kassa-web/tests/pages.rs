@@ -316,3 +316,50 @@ async fn the_cabinet(engine: Engine) {
     assert!(gone.url.ends_with("/login"), "{engine:?}: the other session ended: {}", gone.url);
 }
 on_both_engines!(the_cabinet);
+
+/// An expired access token is refreshed from the refresh cookie: the
+/// customer stays signed in; a signed-out session's cookies do not come back.
+async fn an_expired_access_token_is_refreshed(engine: Engine) {
+    let Some(app) = spawn_app_with(engine, |settings| settings.access_token_ttl_s = 1).await else { return };
+    let browser = app.browser("en");
+    browser.register(1).await;
+    // Waits until the one-second access token has certainly expired.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let products = browser.get("/products").await;
+    assert!(products.url.ends_with("/products") && products.has("My products"), "{engine:?}: {}", products.url);
+    // The rotated pair works for the next request too.
+    let again = browser.get("/cabinet").await;
+    assert!(again.url.ends_with("/cabinet"), "{engine:?}: {}", again.url);
+}
+on_both_engines!(an_expired_access_token_is_refreshed);
+
+/// The history pages by 20, newest first, with a link to older lines.
+async fn history_pages(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let me = app.browser("en");
+    me.register(1).await;
+    let opened = me
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "current"), ("currency", "BYN"), ("consent", "terms:2026-01")],
+        )
+        .await;
+    let id = account_in(&opened.url);
+    let number = text_of(&opened, "account-number");
+    for n in 1..=23 {
+        app.deposit(&number, &format!("{n}.00"), "BYN").await;
+    }
+    let first = me.get(&format!("/accounts/{id}")).await;
+    assert!(first.has("+23.00 BYN") && !first.has("+3.00 BYN"), "{engine:?}: the newest 20");
+    let marker = "id=\"older\"";
+    assert!(first.has(marker), "{engine:?}");
+    let href = first.body.split("<a href=\"").filter(|part| part.contains(marker)).next().unwrap();
+    let href = href.split('"').next().unwrap().replace("&amp;", "&");
+    let older = me.get(&href).await;
+    assert!(older.has("+3.00 BYN") && older.has("+1.00 BYN") && !older.has("+23.00 BYN"), "{engine:?}: {href}");
+    assert!(!older.has(marker), "{engine:?}: the last page");
+    let nonsense = me.get(&format!("/accounts/{id}?cursor=banana")).await;
+    assert_eq!(nonsense.status, 200, "{engine:?}: a bad cursor shows the newest page");
+}
+on_both_engines!(history_pages);

@@ -63,10 +63,16 @@ async fn open_store(engine: Engine) -> Option<(Arc<dyn LedgerStore>, Arc<dyn Dat
 
 /// The API and the pages on one port, as `kassa serve` mounts them.
 pub async fn spawn_app(engine: Engine) -> Option<App> {
+    spawn_app_with(engine, |_| {}).await
+}
+
+/// The same, with settings `configure` adjusts after the test defaults.
+pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut Settings)) -> Option<App> {
     let (store, db, guard) = open_store(engine).await?;
     let ledger = Ledger::start(store, LedgerConfig::default());
     let mut settings = Settings::new(BankIdentity::default(), SecretBytes(vec![7; 32]));
     settings.argon2_memory_kib = 1024;
+    configure(&mut settings);
     let bank = Bank::start(db, ledger, settings).await.unwrap();
     bank.create_staff(
         &Caller::anonymous("cli"),
