@@ -354,7 +354,7 @@ async fn history_pages(engine: Engine) {
     assert!(first.has("+23.00 BYN") && !first.has("+3.00 BYN"), "{engine:?}: the newest 20");
     let marker = "id=\"older\"";
     assert!(first.has(marker), "{engine:?}");
-    let href = first.body.split("<a href=\"").filter(|part| part.contains(marker)).next().unwrap();
+    let href = first.body.split("<a href=\"").find(|part| part.contains(marker)).unwrap();
     let href = href.split('"').next().unwrap().replace("&amp;", "&");
     let older = me.get(&href).await;
     assert!(older.has("+3.00 BYN") && older.has("+1.00 BYN") && !older.has("+23.00 BYN"), "{engine:?}: {href}");
