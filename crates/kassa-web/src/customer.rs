@@ -174,6 +174,14 @@ struct ProductsPage<'a> {
     flash: String,
 }
 
+impl ProductsPage<'_> {
+    /// An account number in groups of four, as it is printed on paper.
+    fn grouped(&self, number: &str) -> String {
+        let chars: Vec<char> = number.chars().collect();
+        chars.chunks(4).map(|chunk| chunk.iter().collect::<String>()).collect::<Vec<_>>().join(" ")
+    }
+}
+
 async fn products(State(s): State<WebState>, ctx: Ctx) -> Response {
     match s.bank.accounts(&ctx.caller, None, None, Some(200)).await {
         Ok(page) => html(&ProductsPage { c: &ctx, accounts: page.items, flash: flash(&ctx) }),
