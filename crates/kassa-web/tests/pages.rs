@@ -252,6 +252,17 @@ async fn the_account_page_does_what_the_api_does(engine: Engine) {
     let csv = me.submit(&path, &format!("{path}/statement"), &[("from", &from), ("to", &to), ("format", "csv")]).await;
     assert_eq!(csv.status, 200, "{engine:?}: {}", csv.body);
     assert!(csv.body.contains("25.00"), "{engine:?}: {}", csv.body);
+    let token = me.get(&path).await.csrf();
+    let xlsx = me
+        .client
+        .post(format!("{}{path}/statement", me.base))
+        .form(&[("csrf", token.as_str()), ("from", &from), ("to", &to), ("format", "xlsx")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xlsx.status().as_u16(), 200, "{engine:?}");
+    assert!(xlsx.headers()["content-disposition"].to_str().unwrap().contains(".xlsx"), "{engine:?}");
+    assert!(xlsx.bytes().await.unwrap().starts_with(b"PK"), "{engine:?}: an XLSX is a zip");
     let bad_dates =
         me.submit(&path, &format!("{path}/statement"), &[("from", "yesterday"), ("to", ""), ("format", "csv")]).await;
     assert_eq!(bad_dates.status, 200, "{engine:?}");
@@ -363,3 +374,36 @@ async fn history_pages(engine: Engine) {
     assert_eq!(nonsense.status, 200, "{engine:?}: a bad cursor shows the newest page");
 }
 on_both_engines!(history_pages);
+
+/// A customer registered at the desk signs in with the temporary password,
+/// is sent to change it first, and then reaches the products.
+async fn a_temporary_password_is_changed_first(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let registration = serde_json::json!({
+        "first_name": "Olga", "last_name": "Sidorova", "phone": "+375291110077", "email": "o@example.com",
+        "passport_number": "MP1234577", "personal_id": "3010177A001PB5",
+    });
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/v1/staff/customers", app.base))
+        .bearer_auth(&app.teller)
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201, "{engine:?}");
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_owned();
+    let browser = app.browser("en");
+    let signed_in = browser.submit("/login", "/login", &[("login", "+375291110077"), ("password", &temporary)]).await;
+    assert!(signed_in.url.contains("/cabinet"), "{engine:?}: {}", signed_in.url);
+    assert!(signed_in.has("Choose a new password before you continue."), "{engine:?}: {}", signed_in.body);
+    let products = browser.get("/products").await;
+    assert!(products.url.contains("/cabinet"), "{engine:?}: products wait for the new password: {}", products.url);
+    let changed = browser
+        .submit("/cabinet", "/cabinet/password", &[("current_password", &temporary), ("new_password", PASSWORD)])
+        .await;
+    assert!(changed.has("The password is changed."), "{engine:?}: {}", changed.body);
+    let products = browser.get("/products").await;
+    assert!(products.url.ends_with("/products"), "{engine:?}: {}", products.url);
+}
+on_both_engines!(a_temporary_password_is_changed_first);
