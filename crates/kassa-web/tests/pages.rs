@@ -13,6 +13,9 @@ async fn register_sign_out_and_in(engine: Engine) {
     let Some(app) = spawn_app(engine).await else { return };
     let browser = app.browser("en");
     let home = browser.get("/").await;
+    let headers = browser.client.get(format!("{}/login", browser.base)).send().await.unwrap();
+    let csp = headers.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{engine:?}: {csp}");
     assert!(home.url.ends_with("/login"), "{engine:?}: an anonymous visitor is sent to sign in: {}", home.url);
     let registered = browser.register(1).await;
     assert_eq!(registered.status, 200, "{engine:?}: {}", registered.body);
