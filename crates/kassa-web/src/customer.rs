@@ -172,6 +172,15 @@ struct ProductsPage<'a> {
     c: &'a Ctx,
     accounts: Vec<AccountView>,
     flash: String,
+    // The open-new form, for the dialog.
+    errors: Errors,
+    kinds: Vec<String>,
+    kind: String,
+    currencies: Vec<String>,
+    currency: String,
+    consents: Vec<(Consent, bool)>,
+    fields: Vec<Field>,
+    in_dialog: bool,
 }
 
 impl ProductsPage<'_> {
@@ -183,10 +192,27 @@ impl ProductsPage<'_> {
 }
 
 async fn products(State(s): State<WebState>, ctx: Ctx) -> Response {
-    match s.bank.accounts(&ctx.caller, None, None, Some(200)).await {
-        Ok(page) => html(&ProductsPage { c: &ctx, accounts: page.items, flash: flash(&ctx) }),
-        Err(error) => service_error_page(&ctx, &error),
-    }
+    let accounts = match s.bank.accounts(&ctx.caller, None, None, Some(200)).await {
+        Ok(page) => page.items,
+        Err(error) => return service_error_page(&ctx, &error),
+    };
+    let form = match open_form(&s, &FormData::default()).await {
+        Ok(form) => form,
+        Err(error) => return service_error_page(&ctx, &error),
+    };
+    html(&ProductsPage {
+        c: &ctx,
+        accounts,
+        flash: flash(&ctx),
+        errors: Errors::none(),
+        kinds: form.kinds,
+        kind: form.kind,
+        currencies: form.currencies,
+        currency: form.currency,
+        consents: form.consents,
+        fields: form.fields,
+        in_dialog: true,
+    })
 }
 
 #[derive(Template)]
@@ -202,23 +228,26 @@ struct NewProductPage<'a> {
     /// the form had it ticked.
     consents: Vec<(Consent, bool)>,
     fields: Vec<Field>,
+    in_dialog: bool,
 }
 
-/// The open-new form, its choices read from the bank's products (a credit
-/// card is applied for, not opened here).
-async fn new_product_form(s: &WebState, ctx: &Ctx, errors: Errors, form: &FormData, status: StatusCode) -> Response {
-    if let Err(error) = ctx.caller.customer() {
-        return service_error_page(ctx, &error);
-    }
-    let products = match s.bank.products().await {
-        Ok(products) => products,
-        Err(error) => return service_error_page(ctx, &error),
-    };
-    let offered: Vec<_> = products.iter().filter(|p| p.active && p.kind != "credit_card").collect();
+/// The open-new form's choices, read from the bank's products (a credit
+/// card is applied for, not opened here), with what `form` had.
+struct OpenForm {
+    kinds: Vec<String>,
+    kind: String,
+    currencies: Vec<String>,
+    currency: String,
+    consents: Vec<(Consent, bool)>,
+    fields: Vec<Field>,
+}
+
+async fn open_form(s: &WebState, form: &FormData) -> Result<OpenForm, ServiceError> {
+    let products = s.bank.products().await?;
     let mut kinds: Vec<String> = Vec::new();
     let mut currencies: Vec<String> = Vec::new();
     let mut consents: Vec<Consent> = Vec::new();
-    for product in &offered {
+    for product in products.iter().filter(|p| p.active && p.kind != "credit_card") {
         if !kinds.contains(&product.kind) {
             kinds.push(product.kind.clone());
         }
@@ -248,15 +277,34 @@ async fn new_product_form(s: &WebState, ctx: &Ctx, errors: Errors, form: &FormDa
             .auto("cc-name")
             .hint("field.holder_name_hint"),
     ];
-    let page = NewProductPage {
-        c: ctx,
-        errors,
+    Ok(OpenForm {
         kinds,
         kind: form.get("kind").unwrap_or("").to_owned(),
         currencies,
         currency: form.get("currency").unwrap_or("").to_owned(),
         consents,
         fields,
+    })
+}
+
+async fn new_product_form(s: &WebState, ctx: &Ctx, errors: Errors, form: &FormData, status: StatusCode) -> Response {
+    if let Err(error) = ctx.caller.customer() {
+        return service_error_page(ctx, &error);
+    }
+    let open = match open_form(s, form).await {
+        Ok(open) => open,
+        Err(error) => return service_error_page(ctx, &error),
+    };
+    let page = NewProductPage {
+        c: ctx,
+        errors,
+        kinds: open.kinds,
+        kind: open.kind,
+        currencies: open.currencies,
+        currency: open.currency,
+        consents: open.consents,
+        fields: open.fields,
+        in_dialog: false,
     };
     html_status(status, &page)
 }

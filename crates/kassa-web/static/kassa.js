@@ -10,6 +10,21 @@
     var timer = null;
     return function () { clearTimeout(timer); timer = setTimeout(fn, ms); };
   }
+  // "Open new product" opens its form in a dialog (without the script, the
+  // link goes to the same form on its own page).
+  document.querySelectorAll("[data-dialog]").forEach(function (link) {
+    var dialog = document.getElementById(link.getAttribute("data-dialog"));
+    if (!dialog || typeof dialog.showModal !== "function") { return; }
+    link.addEventListener("click", function (event) {
+      event.preventDefault();
+      dialog.showModal();
+      var first = dialog.querySelector("select, input:not([type=hidden])");
+      if (first) { first.focus(); }
+    });
+    dialog.querySelectorAll("[data-close]").forEach(function (button) {
+      button.addEventListener("click", function () { dialog.close(); link.focus(); });
+    });
+  });
   // A phone number's masked recipient name, from /web/recipient.
   document.querySelectorAll("[data-recipient]").forEach(function (input) {
     var out = document.getElementById(input.getAttribute("data-recipient"));

@@ -303,14 +303,17 @@ async fn a_customers_story_in_the_browser() {
     chrome.click_to("button[type=submit].primary").await;
     assert_eq!(chrome.path().await, "/products");
 
-    // Opens a BYN debit card and a USD account.
-    chrome.click_to("#open-new").await;
+    // Opens a BYN debit card (in the dialog) and a USD account (on the
+    // form's own page).
+    chrome.click("#open-new").await;
+    let open = chrome.client.find(Locator::Css("#open-dialog[open]")).await;
+    assert!(open.is_ok(), "the dialog opened");
     chrome.client.find(Locator::Id("kind")).await.unwrap().select_by_value("debit_card").await.unwrap();
     chrome.client.find(Locator::Id("currency")).await.unwrap().select_by_value("BYN").await.unwrap();
     chrome.click("#consent-terms").await;
     chrome.click("#consent-cards").await;
     chrome.shot("customer-open-product").await;
-    chrome.click_to("button[type=submit].primary").await;
+    chrome.click_to("#open-dialog button[type=submit].primary").await;
     let card_path = chrome.path().await;
     assert!(card_path.starts_with("/accounts/"), "{card_path}: {}", chrome.body().await);
     let card_number = chrome.text("account-number").await;
@@ -318,6 +321,7 @@ async fn a_customers_story_in_the_browser() {
     chrome.client.find(Locator::Id("kind")).await.unwrap().select_by_value("current").await.unwrap();
     chrome.client.find(Locator::Id("currency")).await.unwrap().select_by_value("USD").await.unwrap();
     chrome.click("#consent-terms").await;
+    chrome.shot("customer-open-product-page").await;
     chrome.click_to("button[type=submit].primary").await;
     let usd_path = chrome.path().await;
     assert!(usd_path.starts_with("/accounts/") && usd_path != card_path, "{usd_path}");

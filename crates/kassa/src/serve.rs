@@ -204,6 +204,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     let scheme = if config.https { "https" } else { "http" };
     println!("{} is open: {scheme}://{address}/api/v1 (database: {})", config.bank.name, bank.store().backend());
+    println!("  web: {scheme}://{address}/ (customers), {scheme}://{address}/staff (staff)");
     tracing::info!(%address, scheme, "listening");
     let tls = if config.https {
         Some(crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[b"http/1.1"])?)
