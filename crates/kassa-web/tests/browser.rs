@@ -24,6 +24,7 @@ use fantoccini::Locator;
 
 mod harness {
     use std::net::TcpListener;
+    use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
@@ -38,11 +39,15 @@ mod harness {
     pub const DESKTOP: u32 = 1280;
     pub const PHONE: u32 = 375;
 
-    /// Chromedriver, killed when dropped (the browser is its child).
+    /// Chromedriver in a process group of its own, which its browser
+    /// processes join: dropping it kills the whole group, so no browser is
+    /// left behind even when the test panics.
     struct Driver(Child);
 
     impl Drop for Driver {
         fn drop(&mut self) {
+            let group = format!("-{}", self.0.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -81,6 +86,7 @@ mod harness {
             let driver = Driver(
                 Command::new(CHROMEDRIVER)
                     .arg(format!("--port={port}"))
+                    .process_group(0)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -199,6 +205,12 @@ mod harness {
             assert!(overflow <= 0, "{name}: the page is {overflow}px wider than a 375 px phone");
             self.shot_at(name, DESKTOP, "desktop").await;
             self.client.set_window_size(DESKTOP, 900).await.unwrap();
+        }
+
+        /// Ends the browser session cleanly (the browser closes).
+        pub async fn quit(self) {
+            let Chrome { client, .. } = &self;
+            let _ = client.clone().close().await;
         }
 
         pub async fn go(&self, url: &str) {
@@ -402,5 +414,6 @@ async fn a_customers_story_in_the_browser() {
     assert_eq!(chrome.path().await, "/login", "signed out, the products need sign-in again");
 
     let errors = chrome.console_errors().await;
+    chrome.quit().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
