@@ -410,3 +410,31 @@ async fn a_temporary_password_is_changed_first(engine: Engine) {
     assert!(products.url.ends_with("/products"), "{engine:?}: {}", products.url);
 }
 on_both_engines!(a_temporary_password_is_changed_first);
+
+/// Sign-in through the pages is throttled exactly as over the API: after
+/// the free failures the form says to wait, and the API refuses too.
+async fn sign_in_is_throttled_like_the_api(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let browser = app.browser("en");
+    browser.register(1).await;
+    let guesser = app.browser("en");
+    let mut throttled = false;
+    for _ in 0..8 {
+        let page =
+            guesser.submit("/login", "/login", &[("login", "+375291110001"), ("password", "a wrong guess")]).await;
+        assert!(page.status < 500, "{engine:?}");
+        if page.has("Too many attempts. Try again in") {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "{engine:?}: the pages' sign-in is throttled");
+    let api = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&serde_json::json!({"login": "+375291110001", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 429, "{engine:?}: the same count holds for the API");
+}
+on_both_engines!(sign_in_is_throttled_like_the_api);
