@@ -298,6 +298,21 @@ async fn a_customers_story_in_the_browser() {
     chrome.go(&format!("{base}/")).await;
     assert_eq!(chrome.path().await, "/login");
     chrome.shot("customer-login").await;
+    // The keyboard: the first Tab lands on the skip link, which is shown;
+    // the next ones reach the navigation.
+    chrome.client.find(Locator::Css("body")).await.unwrap().send_keys("\u{E004}").await.unwrap();
+    let focused = chrome
+        .client
+        .execute(
+            "var e = document.activeElement; return [e.className, getComputedStyle(e).left, \
+             getComputedStyle(e).outlineStyle];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused[0], "skip", "the first Tab: {focused}");
+    assert_eq!(focused[1], "0px", "the skip link shows itself when focused: {focused}");
+    assert_eq!(focused[2], "solid", "a visible focus ring: {focused}");
     chrome.click_to("a[href='/register']").await;
     chrome.fill("first_name", "Ivan").await;
     chrome.fill("last_name", "Petrov").await;
