@@ -192,10 +192,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = kassa_http::AppState {
         bank: bank.clone(),
         metrics: Arc::default(),
-        trusted_proxies: Arc::new(trusted),
+        trusted_proxies: Arc::new(trusted.clone()),
         body_max_bytes: config.limits.request_body_max_bytes,
     };
-    let app = kassa_http::router(state);
+    // The web pages (customer cabinet at /, staff console at /staff) beside the API.
+    let web = kassa_web::WebOptions { secure_cookies: config.https, trusted_proxies: trusted };
+    let app = kassa_http::router(state).merge(kassa_web::router(bank.clone(), web));
     // One signal stops both listeners. The terminal port opens first, so
     // that "is open" below means every port is.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -210,6 +212,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     let scheme = if config.https { "https" } else { "http" };
     println!("{} is open: {scheme}://{address}/api/v1 (database: {})", config.bank.name, bank.store().backend());
+    println!("  web: {scheme}://{address}/ (customers), {scheme}://{address}/staff (staff)");
     tracing::info!(%address, scheme, "listening");
     let tls = if config.https {
         Some(crate::tls::server_config(&data_dir.cert_path(), &data_dir.key_path(), &[b"http/1.1"])?)
