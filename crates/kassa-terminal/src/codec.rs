@@ -312,7 +312,12 @@ fn nul_in(object: &Map<String, Value>) -> Option<String> {
             _ => false,
         }
     }
-    object.iter().find(|(key, value)| key.contains('\0') || holds_nul(value)).map(|(key, _)| key.replace('\0', ""))
+    // The name is echoed in the reply: cut to 64 characters, so a 16 KiB
+    // key cannot make a reply over the frame limit.
+    object
+        .iter()
+        .find(|(key, value)| key.contains('\0') || holds_nul(value))
+        .map(|(key, _)| key.chars().filter(|c| *c != '\0').take(64).collect())
 }
 
 fn required(field: &str) -> FrameError {
@@ -476,6 +481,7 @@ mod tests {
             (r#"{"id":1,"op":"withdraw","amount":10}"#, "body_invalid_field"),
             (r#"{"id":1,"op":"balance","account":42}"#, "body_invalid_field"),
             (r#"{"id":1,"op":"login","phone":"+1\u0000"}"#, "nul_character"),
+            (r#"{"id":1,"op":"login","\u0000":"x"}"#, "nul_character"),
             (r#"{"id":1,"op":"login"}"#, "field_required"),
             (r#"{"id":1,"op":"transfer","amount":"1","to_account":"a","to_phone":"b"}"#, "payee_ambiguous"),
             (r#"{"id":1,"op":"history","limit":0}"#, "limit_out_of_range"),
@@ -514,6 +520,14 @@ mod tests {
             request(r#"{"id":4,"op":"history","cursor":"77","limit":5}"#),
             Ok(Request::History { account: None, page: PageRequest { cursor: Some("77".into()), limit: 5 } })
         );
+    }
+
+    #[test]
+    fn a_field_name_echoed_in_an_error_is_cut_short() {
+        let key = "k".repeat(16_000);
+        let frame = format!(r#"{{"id":1,"op":"ping","{key}\u0000":1}}"#);
+        let error = decode(frame.as_bytes()).request.unwrap_err();
+        assert_eq!((error.code, error.field.map(|f| f.len())), ("nul_character", Some(64)));
     }
 
     #[test]
