@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use kassa_service::accounts::AccountView;
 use kassa_service::cards::{CardDetails, RevealForm};
 use kassa_service::fx::{ExchangeForm, QuoteForm};
-use kassa_service::money::{HistoryItem, TransferForm};
+use kassa_service::money::{HistoryItem, Idempotency, TransferForm};
 use kassa_service::statements::{self, StatementQuery, StatementScope};
 use kassa_service::{ServiceError, people};
 use serde_json::json;
@@ -56,6 +56,9 @@ struct AccountPage<'a> {
     errors: Errors,
     /// The transfer form shown: `phone`, `number` or `own`.
     tab: String,
+    /// The transfer form's idempotency key, new on every rendering: a
+    /// double click (or a resent POST) makes one payment, not two.
+    idempotency_key: String,
     values: FormData,
     revealed: Option<CardDetails>,
     /// Errors of the "Show" form (a wrong password), kept apart.
@@ -145,6 +148,7 @@ async fn render(s: &WebState, ctx: &Ctx, id: i64, query: &PageQuery, extras: Ext
         flash: crate::customer::flash(ctx),
         errors: extras.errors,
         tab: tab.unwrap_or_else(|| "phone".to_owned()),
+        idempotency_key: kassa_service::crypto::random_token(16).unwrap_or_default(),
         values: extras.values,
         revealed: extras.revealed,
         reveal_errors: extras.reveal_errors,
@@ -207,6 +211,11 @@ async fn transfer(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>, 
         Err(error) => return service_error_page(&ctx, &error),
     };
     let tab = form.get("mode").unwrap_or("phone").to_owned();
+    // The key the form was rendered with (none from an old page: then the
+    // payment simply has no key, as before).
+    let idempotency = |route: &str| {
+        form.text("idempotency_key").map(|key| Idempotency { key, route: format!("WEB POST /accounts/{id}/{route}") })
+    };
     let mut transfer = TransferForm {
         from_account: Some(id.to_string()),
         to_account: None,
@@ -235,21 +244,21 @@ async fn transfer(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>, 
                         amount: form.text("amount"),
                         quote_id: form.text("quote_id"),
                     };
-                    s.bank.exchange(&ctx.caller, exchange, None).await.map(|_| "exchanged")
+                    s.bank.exchange(&ctx.caller, exchange, idempotency("exchange")).await.map(|_| "exchanged")
                 }
                 _ => {
                     transfer.to_account = target;
-                    s.bank.transfer(&ctx.caller, transfer, None).await.map(|_| "transferred")
+                    s.bank.transfer(&ctx.caller, transfer, idempotency("transfer")).await.map(|_| "transferred")
                 }
             }
         }
         "number" => {
             transfer.to_account = form.text("to_account");
-            s.bank.transfer(&ctx.caller, transfer, None).await.map(|_| "transferred")
+            s.bank.transfer(&ctx.caller, transfer, idempotency("transfer")).await.map(|_| "transferred")
         }
         _ => {
             transfer.to_phone = form.text("to_phone");
-            s.bank.transfer(&ctx.caller, transfer, None).await.map(|_| "transferred")
+            s.bank.transfer(&ctx.caller, transfer, idempotency("transfer")).await.map(|_| "transferred")
         }
     };
     match outcome {

@@ -220,6 +220,24 @@ async fn the_account_page_does_what_the_api_does(engine: Engine) {
         me.submit(&path, &transfer, &[("mode", "phone"), ("to_phone", "+375291110002"), ("amount", "25.00")]).await;
     assert_eq!(paid.status, 200, "{engine:?}: {}", paid.body);
     assert_eq!(text_of(&paid, "balance"), "475.00 BYN", "{engine:?}");
+    // A double click: the same form (its idempotency key) posted twice pays once.
+    let form = me.get(&path).await;
+    let key = form.body.split("name=\"idempotency_key\" value=\"").nth(1).and_then(|rest| rest.split('"').next());
+    let key = key.unwrap_or_else(|| panic!("{engine:?}: the transfer form has no idempotency key")).to_owned();
+    let fields = [
+        ("csrf", form.csrf()),
+        ("mode", "phone".to_owned()),
+        ("idempotency_key", key),
+        ("to_phone", "+375291110002".to_owned()),
+        ("amount", "1.00".to_owned()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = me.post_raw(&transfer, &fields).await;
+    let second = me.post_raw(&transfer, &fields).await;
+    assert_eq!((first.status, second.status), (200, 200), "{engine:?}: {}", second.body);
+    assert_eq!(text_of(&second, "balance"), "474.00 BYN", "{engine:?}: one payment of 1.00, not two");
+    let refunded = app.deposit(&text_of(&card, "account-number"), "1.00", "BYN").await;
+    let _ = refunded;
     // Between own accounts in another currency: an exchange.
     let exchanged = me.submit(&path, &transfer, &[("mode", "own"), ("to_account", &usd_id), ("amount", "33.00")]).await;
     assert_eq!(exchanged.status, 200, "{engine:?}: {}", exchanged.body);
