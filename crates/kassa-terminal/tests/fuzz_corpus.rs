@@ -11,19 +11,23 @@ fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/frames")
 }
 
-#[test]
-fn every_corpus_input_passes_the_fuzz_checks() {
-    let dir = corpus();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("the corpus {} cannot be read: {error}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
+/// Inputs that fail the checks today, each waiting for a fix in the codec;
+/// once fixed, a file moves into the corpus.
+fn regressions() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/frames")
+}
+
+/// Runs every file of `dir` through the fuzz checks; the failures, named.
+fn replay(dir: &std::path::Path) -> (usize, Vec<String>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("{} cannot be read: {error}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| path.is_file())
         .collect();
     files.sort();
-    // A moved or emptied corpus must fail here rather than pass vacuously.
-    assert!(files.len() >= 25, "only {} corpus files in {}", files.len(), dir.display());
+    let mut failures = Vec::new();
     for file in &files {
-        let data = std::fs::read(file).expect("a corpus file");
+        let data = std::fs::read(file).expect("an input file");
         let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         if let Err(panic) = std::panic::catch_unwind(|| fuzz_check::check(&data)) {
             let message = panic
@@ -31,9 +35,32 @@ fn every_corpus_input_passes_the_fuzz_checks() {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
                 .unwrap_or_default();
-            panic!("corpus input {name} failed the fuzz checks: {message}");
+            failures.push(format!("{name}: {message}"));
         }
     }
+    (files.len(), failures)
+}
+
+#[test]
+fn every_corpus_input_passes_the_fuzz_checks() {
+    let (count, failures) = replay(&corpus());
+    // A moved or emptied corpus must fail here rather than pass vacuously.
+    assert!(count >= 25, "only {count} corpus files in {}", corpus().display());
+    assert!(failures.is_empty(), "corpus inputs failed the fuzz checks:\n{}", failures.join("\n"));
+}
+
+/// `nul-in-a-long-key`: a NUL in the value of a 16,300-byte key. The
+/// `nul_character` refusal names the key in `fields`, so the reply is
+/// 16,495 bytes, over the 16 KiB frame limit the protocol promises in both
+/// directions. The fix belongs in `codec::nul_in` (cut the field name it
+/// reports, e.g. to 64 characters); then this file moves to the corpus
+/// and the `ignore` goes.
+#[test]
+#[ignore = "known failure: a nul_character reply echoes a key of any length (see the comment)"]
+fn known_failures_pass_the_fuzz_checks() {
+    let (count, failures) = replay(&regressions());
+    assert!(count > 0, "no inputs in {}", regressions().display());
+    assert!(failures.is_empty(), "inputs failed the fuzz checks:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -147,7 +147,9 @@ impl Server {
         loop {
             let out = read(&server.stdout);
             let base = out.lines().find_map(|line| {
-                line.split_once(" is open: ").and_then(|(_, rest)| rest.split_once("/api/v1")).map(|(b, _)| b.to_owned())
+                line.split_once(" is open: ")
+                    .and_then(|(_, rest)| rest.split_once("/api/v1"))
+                    .map(|(b, _)| b.to_owned())
             });
             let terminals = out.lines().find_map(|line| {
                 line.strip_prefix("Terminals (ATM protocol over TLS): ")
@@ -164,7 +166,9 @@ impl Server {
                     .unwrap_or_else(|| panic!("no first admin password:\n{}", server.describe()));
                 server.admin_totp = out
                     .lines()
-                    .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().map(str::to_owned)))
+                    .find_map(|line| {
+                        line.split_once("secret=").map(|(_, rest)| rest.split('&').next().map(str::to_owned))
+                    })
                     .flatten()
                     .unwrap_or_else(|| panic!("no first admin TOTP secret:\n{}", server.describe()));
                 break;
@@ -416,7 +420,8 @@ fn hostile_frame(rng: &mut StdRng, n: u64) -> (Vec<u8>, bool) {
             format!(r#"{{"id":{id},"clock":1,{}}}"#, wrong[rng.random_range(0..wrong.len())]).into_bytes()
         }
         33..=40 => {
-            let missing = [r#""op":"hello""#, r#""op":"withdraw""#, r#""op":"transfer","amount":"1""#, r#""op":"resume""#];
+            let missing =
+                [r#""op":"hello""#, r#""op":"withdraw""#, r#""op":"transfer","amount":"1""#, r#""op":"resume""#];
             format!(r#"{{"id":{id},{}}}"#, missing[rng.random_range(0..missing.len())]).into_bytes()
         }
         41..=46 => format!(r#"{{"id":{id},"op":"ping","x":"a\u0000b"}}"#).into_bytes(),
@@ -773,7 +778,11 @@ async fn a_plaintext_client_gets_no_application_data() {
             let mut bytes = Vec::new();
             let read = tokio::time::timeout(REPLY_DEADLINE, tcp.read_to_end(&mut bytes)).await;
             assert!(read.is_ok(), "the server kept a plaintext connection open for {} s", REPLY_DEADLINE.as_secs());
-            assert!(!bytes.contains(&b'{'), "a plaintext client got application data: {:?}", String::from_utf8_lossy(&bytes));
+            assert!(
+                !bytes.contains(&b'{'),
+                "a plaintext client got application data: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
             report(&format!("plaintext client: {} bytes back (a TLS alert at most), then closed", bytes.len()));
         }
     })

@@ -31,7 +31,11 @@ pub fn check(data: &[u8]) {
         // closes, so nothing after it is ever decoded.
         if raw.len() >= FRAME_MAX_BYTES {
             let sent = send(&clock);
-            check_reply(&codec::reply_error(None, sent, "frame_too_large", "a frame is at most 16 KiB", None), None, sent);
+            check_reply(
+                &codec::reply_error(None, sent, "frame_too_large", "a frame is at most 16 KiB", None),
+                None,
+                sent,
+            );
             return;
         }
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -54,16 +58,14 @@ fn frame(clock: &LamportClock, state: &mut SessionState, line: &[u8]) {
     let outcome: Result<&'static str, FrameError> = match (verdict, frame.request) {
         (Err(_), _) => Err(FrameError::new("clock_out_of_range", "the clock is too far ahead")),
         (Ok(()), Err(error)) => Err(error),
-        (Ok(()), Ok(request)) => {
-            match state.admit(&request) {
-                Err(error) => Err(error),
-                Ok(()) => {
-                    check_admitted(state, &request);
-                    apply(state, &request);
-                    Ok(request.op())
-                }
+        (Ok(()), Ok(request)) => match state.admit(&request) {
+            Err(error) => Err(error),
+            Ok(()) => {
+                check_admitted(state, &request);
+                apply(state, &request);
+                Ok(request.op())
             }
-        }
+        },
     };
     let sent = send(clock);
     let reply = match outcome {
@@ -135,7 +137,8 @@ fn check_admitted(state: &SessionState, request: &Request) {
             }
         }
     }
-    let cash = matches!(request, Request::Login(Login::Card { .. }) | Request::Deposit { .. } | Request::Withdraw { .. });
+    let cash =
+        matches!(request, Request::Login(Login::Card { .. }) | Request::Deposit { .. } | Request::Withdraw { .. });
     if cash {
         assert!(state.terminal.is_some(), "{op} admitted without a registered terminal");
     }
