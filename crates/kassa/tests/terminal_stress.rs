@@ -395,7 +395,8 @@ fn p99(samples: &[Duration]) -> Duration {
 }
 
 fn ms(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+    let micros = duration.as_micros();
+    format!("{}.{:02} ms", micros / 1000, micros % 1000 / 10)
 }
 
 // ------------------------------------------------------------ the attackers
@@ -663,13 +664,13 @@ async fn stress(database_args: Vec<String>, url: String, engine: &str) {
     let bound = unloaded_p99 * 2 + P99_FLOOR;
     report(&format!(
         "terminal stress ({engine}): {} frames ({} replies) over {connections} TLS connections \
-         ({} opened), {} idle sockets ({} TLS-silent), {slow} slow senders, in {:.1} s",
+         ({} opened), {} idle sockets ({} TLS-silent), {slow} slow senders, in {} ms",
         tally.frames.load(Ordering::Relaxed),
         tally.replies.load(Ordering::Relaxed),
         tally.connections.load(Ordering::Relaxed),
         idle,
         silent,
-        load_took.as_secs_f64()
+        load_took.as_millis()
     ));
     report(&format!(
         "terminal stress ({engine}): good client balance p99 unloaded {} ({} samples), under load {} ({} samples, \

@@ -148,10 +148,8 @@ fn check_admitted(state: &SessionState, request: &Request) {
 /// (`TerminalServer::execute`); the bank is assumed to say yes.
 fn apply(state: &mut SessionState, request: &Request) {
     match request {
-        Request::Hello { protocol_version, terminal, .. } => {
-            if codec::PROTOCOL_VERSIONS.contains(protocol_version) {
-                state.greeted(terminal.as_ref().map(|(id, _)| *id));
-            }
+        Request::Hello { protocol_version, terminal, .. } if codec::PROTOCOL_VERSIONS.contains(protocol_version) => {
+            state.greeted(terminal.as_ref().map(|(id, _)| *id));
         }
         Request::Login(Login::Staff { .. }) => state.signed_in(Who::Staff),
         Request::Login(_) | Request::Resume { .. } => state.signed_in(Who::Customer),
