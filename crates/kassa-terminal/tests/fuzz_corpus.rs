@@ -11,12 +11,6 @@ fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/frames")
 }
 
-/// Inputs that fail the checks today, each waiting for a fix in the codec;
-/// once fixed, a file moves into the corpus.
-fn regressions() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/frames")
-}
-
 /// Runs every file of `dir` through the fuzz checks; the failures, named.
 fn replay(dir: &std::path::Path) -> (usize, Vec<String>) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -49,20 +43,6 @@ fn every_corpus_input_passes_the_fuzz_checks() {
     assert!(failures.is_empty(), "corpus inputs failed the fuzz checks:\n{}", failures.join("\n"));
 }
 
-/// `nul-in-a-long-key`: a NUL in the value of a 16,300-byte key. The
-/// `nul_character` refusal names the key in `fields`, so the reply is
-/// 16,495 bytes, over the 16 KiB frame limit the protocol promises in both
-/// directions. The fix belongs in `codec::nul_in` (cut the field name it
-/// reports, e.g. to 64 characters); then this file moves to the corpus
-/// and the `ignore` goes.
-#[test]
-#[ignore = "known failure: a nul_character reply echoes a key of any length (see the comment)"]
-fn known_failures_pass_the_fuzz_checks() {
-    let (count, failures) = replay(&regressions());
-    assert!(count > 0, "no inputs in {}", regressions().display());
-    assert!(failures.is_empty(), "inputs failed the fuzz checks:\n{}", failures.join("\n"));
-}
-
 #[test]
 fn the_seed_corpus_covers_every_class_of_frame() {
     // The hand-written seeds (named `seed-*`) stay in the corpus after
@@ -78,6 +58,10 @@ fn the_seed_corpus_covers_every_class_of_frame() {
         "seed-negative-ids",
         "seed-deep-nesting",
         "seed-16k-line",
+        // Found by the checks: a NUL in the value of a 16,300-byte key made
+        // a nul_character reply that echoed the key, over 16 KiB (fixed in
+        // codec::nul_in, which cuts the name to 64 characters).
+        "regression-nul-in-a-long-key",
         "seed-invalid-utf8",
     ] {
         assert!(corpus().join(seed).is_file(), "the seed {seed} is missing from the corpus");
