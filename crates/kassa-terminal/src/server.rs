@@ -349,6 +349,7 @@ impl TerminalServer {
                             expires_in: login.tokens.expires_in,
                             card_account: login.card_account,
                             account: None,
+                            currencies: Vec::new(),
                         }
                     }
                     Login::Phone { phone: login, password } | Login::Staff { login, password, totp: None } => {
@@ -379,6 +380,7 @@ impl TerminalServer {
                     expires_in: 0,
                     card_account,
                     account: None,
+                    currencies: Vec::new(),
                 };
                 self.signed_in(session, signed, None).await
             }
@@ -431,6 +433,7 @@ impl TerminalServer {
             expires_in: tokens.expires_in,
             card_account: None,
             account: None,
+            currencies: Vec::new(),
         })
     }
 
@@ -576,7 +579,15 @@ impl TerminalServer {
             }
             Request::Transfer { account, to, amount, description } => {
                 let from = self.session_account(signed, account.as_deref()).await?;
-                let currency = self.bank.account(caller, from).await?.currency;
+                // An account's currency never changes: read once a session.
+                let currency = match signed.currencies.iter().find(|(id, _)| *id == from) {
+                    Some((_, currency)) => currency.clone(),
+                    None => {
+                        let currency = self.bank.account(caller, from).await?.currency;
+                        signed.currencies.push((from, currency.clone()));
+                        currency
+                    }
+                };
                 let (to_account, to_phone) = match to {
                     Payee::Account(account) => (Some(account), None),
                     Payee::Phone(phone) => (None, Some(phone)),
@@ -726,6 +737,8 @@ struct Signed {
     card_account: Option<i64>,
     /// The session's own account, once looked up.
     account: Option<i64>,
+    /// The currencies of the accounts this session paid from.
+    currencies: Vec<(i64, String)>,
 }
 
 /// An error reply's content.
