@@ -314,6 +314,7 @@ impl Bank {
             None => None,
         };
         let (debit, used) = (movement.debit, movement.amount.minor());
+        let asked = format!("{} {}", movement.amount.format(movement.currency), movement.currency.code());
         let mut transfer = NewTransfer::single(
             id,
             AccountId(movement.debit),
@@ -334,6 +335,11 @@ impl Bank {
         }
         match result {
             Ok(done) => Ok(json!(transfer_view(&done.transfer))),
+            // The ledger counts in minor units; a person reads the amount.
+            Err(ServiceError::Refused("insufficient_funds", _)) => Err(ServiceError::Refused(
+                "insufficient_funds",
+                format!("insufficient funds: the account does not have {asked} available"),
+            )),
             // Only a derived id can be reused: the same key, another request.
             Err(ServiceError::Conflict("idempotency_key_reused", _)) => Err(ServiceError::Refused(
                 "idempotency_key_reused",
