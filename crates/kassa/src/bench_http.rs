@@ -42,6 +42,36 @@ pub struct HttpMeasurement {
 }
 
 impl HttpMeasurement {
+    /// The measurement of a run that began at `started`: its answered
+    /// requests' latencies (µs, any order), its failures and the first
+    /// one's text (printed, for the operator).
+    pub(crate) fn summarize(
+        database: &'static str,
+        endpoint: &'static str,
+        connections: usize,
+        mut latencies: Vec<u32>,
+        failures: u64,
+        first_failure: Option<String>,
+        started: Instant,
+    ) -> HttpMeasurement {
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(failure) = first_failure {
+            eprintln!("{database}: {endpoint}: {failures} requests failed; the first: {failure}");
+        }
+        latencies.sort_unstable();
+        HttpMeasurement {
+            database,
+            endpoint,
+            connections,
+            requests: latencies.len() as u64,
+            failures,
+            seconds,
+            p50_ms: percentile_ms(&latencies, 500),
+            p99_ms: percentile_ms(&latencies, 990),
+            p999_ms: percentile_ms(&latencies, 999),
+        }
+    }
+
     pub fn rate(&self) -> f64 {
         if self.seconds > 0.0 { self.requests as f64 / self.seconds } else { 0.0 }
     }
@@ -326,22 +356,7 @@ async fn measure(
             first_failure = failure;
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(failure) = first_failure {
-        eprintln!("{database}: {}: {failures} requests failed; the first: {failure}", endpoint.name());
-    }
-    latencies.sort_unstable();
-    Ok(HttpMeasurement {
-        database,
-        endpoint: endpoint.name(),
-        connections,
-        requests: latencies.len() as u64,
-        failures,
-        seconds,
-        p50_ms: percentile_ms(&latencies, 500),
-        p99_ms: percentile_ms(&latencies, 990),
-        p999_ms: percentile_ms(&latencies, 999),
-    })
+    Ok(HttpMeasurement::summarize(database, endpoint.name(), connections, latencies, failures, first_failure, started))
 }
 
 /// A bank on `url` with the HTTP API served on 127.0.0.1:0: the bank, the

@@ -23,7 +23,7 @@ use kassa_ledger::LedgerConfig;
 use serde_json::{Map, Value, json};
 
 use crate::atm::wire::{Client, Hello, TrustConfig};
-use crate::bench::{latency_us, percentile_ms};
+use crate::bench::latency_us;
 use crate::bench_http::{HttpMeasurement, PASSWORD, Payer};
 
 /// A signed-in session of `kassa atm`'s client, trusting the bench's CA.
@@ -107,22 +107,8 @@ async fn measure(
         first_failure = first_failure.or(failure);
         back.push((session, payee));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(failure) = first_failure {
-        eprintln!("{database}: {}: {failures} requests failed; the first: {failure}", op.name());
-    }
-    latencies.sort_unstable();
-    let measurement = HttpMeasurement {
-        database,
-        endpoint: op.name(),
-        connections,
-        requests: latencies.len() as u64,
-        failures,
-        seconds,
-        p50_ms: percentile_ms(&latencies, 500),
-        p99_ms: percentile_ms(&latencies, 990),
-        p999_ms: percentile_ms(&latencies, 999),
-    };
+    let measurement =
+        HttpMeasurement::summarize(database, op.name(), connections, latencies, failures, first_failure, started);
     Ok((measurement, back))
 }
 
