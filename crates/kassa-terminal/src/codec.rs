@@ -52,6 +52,17 @@ impl FrameError {
     fn field(code: &'static str, field: &str, message: impl Into<String>) -> FrameError {
         FrameError { code, message: message.into(), field: Some(field.to_owned()) }
     }
+
+    /// What the error reply carries besides code and message: the field,
+    /// as the HTTP API's validation problems name it.
+    pub fn extra(&self) -> Option<Map<String, Value>> {
+        self.field.as_ref().map(|field| {
+            Map::from_iter([(
+                "fields".to_owned(),
+                serde_json::json!([{"field": field, "code": self.code, "detail": self.message}]),
+            )])
+        })
+    }
 }
 
 /// How a customer signs in.

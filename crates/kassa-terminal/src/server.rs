@@ -762,13 +762,8 @@ impl Refusal {
 
 impl From<FrameError> for Refusal {
     fn from(error: FrameError) -> Refusal {
-        let refusal = Refusal::new(error.code, error.message.clone());
-        match error.field {
-            Some(field) => {
-                refusal.with("fields", json!([{"field": field, "code": error.code, "detail": error.message}]))
-            }
-            None => refusal,
-        }
+        let extra = error.extra();
+        Refusal { code: error.code, message: error.message, extra }
     }
 }
 

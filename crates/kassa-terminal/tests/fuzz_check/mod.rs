@@ -13,7 +13,7 @@
 use kassa_terminal::clock::{AHEAD_MAX, CLOCK_MAX, LamportClock};
 use kassa_terminal::codec::{self, ClockField, FRAME_MAX_BYTES, FrameError, Login, Request};
 use kassa_terminal::session::{SessionState, Stage, Who};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Where the server's clock starts, chosen by the input's length so that
 /// the saturation at [`CLOCK_MAX`] is fuzzed too without a prefix byte
@@ -76,14 +76,8 @@ fn frame(clock: &LamportClock, state: &mut SessionState, line: &[u8]) {
         }
         Err(error) => {
             check_code(error.code);
-            // The extra fields as the server adds them (`Refusal::from`).
-            let extra = error.field.as_ref().map(|field| {
-                Map::from_iter([(
-                    "fields".to_owned(),
-                    json!([{"field": field, "code": error.code, "detail": error.message}]),
-                )])
-            });
-            codec::reply_error(frame.id, sent, error.code, &error.message, extra)
+            // The extra fields as the server adds them.
+            codec::reply_error(frame.id, sent, error.code, &error.message, error.extra())
         }
     };
     check_reply(&reply, frame.id, sent);
