@@ -9,12 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kassa_service::ServiceError;
 use kassa_service::accounts::AccountView;
 use kassa_service::cards::{CardDetails, RevealForm};
 use kassa_service::fx::{ExchangeForm, QuoteForm};
 use kassa_service::money::{HistoryItem, Idempotency, TransferForm};
 use kassa_service::statements::{self, StatementQuery, StatementScope};
-use kassa_service::{ServiceError, people};
 use serde_json::json;
 
 use crate::WebState;
@@ -104,13 +104,6 @@ struct Extras {
     statement_errors: Errors,
 }
 
-fn today() -> (i64, i64, i64) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    people::civil_from_days(secs.div_euclid(86_400))
-}
-
 async fn render(s: &WebState, ctx: &Ctx, id: i64, query: &PageQuery, extras: Extras, status: StatusCode) -> Response {
     let a = match s.bank.account(&ctx.caller, id).await {
         Ok(a) => a,
@@ -140,7 +133,9 @@ async fn render(s: &WebState, ctx: &Ctx, id: i64, query: &PageQuery, extras: Ext
         Err(error) => return service_error_page(ctx, &error),
     };
     let title = if a.nickname.is_empty() { ctx.label("kind", &a.kind) } else { a.nickname.clone() };
-    let (year, month, day) = today();
+    // The bank's day, as statements count days (not the server's UTC date).
+    let today = s.bank.today();
+    let (year, month, day) = (today.year(), today.month(), today.day());
     let tab = extras.tab.or_else(|| query.tab.clone()).filter(|t| ["phone", "number", "own"].contains(&t.as_str()));
     let page = AccountPage {
         c: ctx,
