@@ -73,6 +73,11 @@ pub struct TransactionFilter {
     pub max_amount: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,
+    /// Leave out the ledger rows that post or void a pending transfer
+    /// (a held withdrawal, say), whose own row then shows the outcome in
+    /// its state: one line per operation, as a person reads it.
+    #[serde(default)]
+    pub one_line_per_operation: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -849,12 +854,14 @@ impl Bank {
             return Err(ServiceError::Invalid(problems));
         }
         let currency_code = currency.map(|c| c.code().to_owned()).unwrap_or_default();
+        let one_line = filter.one_line_per_operation;
         let rows = sql::read(&*self.db, move |tx| {
             tx.query(
                 "SELECT seq, id, debit_account_id, credit_account_id, amount, currency, kind, state, description, \
                  created_at_us FROM transfers WHERE seq < $1 AND ($2 = 0 OR debit_account_id = $2 OR credit_account_id = $2) \
                  AND ($3 = '' OR kind = $3) AND ($4 = '' OR currency = $4) AND amount >= $5 AND amount <= $6 \
-                 AND created_at_us >= $7 AND created_at_us < $8 ORDER BY seq DESC LIMIT $9",
+                 AND created_at_us >= $7 AND created_at_us < $8 AND ($10 = 0 OR op NOT IN ('post', 'void')) \
+                 ORDER BY seq DESC LIMIT $9",
                 &[
                     Value::Int(before),
                     Value::Int(account.unwrap_or(0)),
@@ -865,6 +872,7 @@ impl Bank {
                     Value::Int(start_us),
                     Value::Int(end_us),
                     Value::Int(i64::from(limit)),
+                    Value::Int(i64::from(one_line)),
                 ],
             )
         })

@@ -409,6 +409,7 @@ fn transaction_filter(form: &FormData) -> TransactionFilter {
         max_amount: form.text("max_amount"),
         cursor: form.text("cursor"),
         limit: Some(50),
+        one_line_per_operation: true,
     }
 }
 
@@ -693,8 +694,7 @@ struct AuditPage<'a> {
     events: Vec<JournalEvent>,
     more: String,
     verified: bool,
-    chains: u64,
-    checked: u64,
+    counts: String,
     problems: Vec<String>,
 }
 
@@ -750,8 +750,10 @@ async fn audit(State(s): State<WebState>, ctx: Ctx, Query(query): Query<AuditQue
         events: page.items,
         more,
         verified: report.problems.is_empty(),
-        chains: report.chains,
-        checked: report.events,
+        counts: ctx
+            .t("staff.audit.counts")
+            .replace("{events}", &report.events.to_string())
+            .replace("{chains}", &report.chains.to_string()),
         problems: report.problems.iter().take(20).map(ToString::to_string).collect(),
     })
 }
