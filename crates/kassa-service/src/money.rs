@@ -761,7 +761,11 @@ impl Bank {
         let blank = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
         let kind = blank(&filter.kind);
         if kind.as_deref().is_some_and(|kind| TransferKind::parse(kind).is_none()) {
-            problems.push(FieldProblem { field: "kind".into(), code: "kind_invalid", detail: "not a transfer kind".into() });
+            problems.push(FieldProblem {
+                field: "kind".into(),
+                code: "kind_invalid",
+                detail: "not a transfer kind".into(),
+            });
         }
         let mut day = |field: &str, value: Option<String>| match value {
             None => None,
@@ -779,7 +783,11 @@ impl Bank {
         if let (Some(from), Some(to)) = (from, to)
             && from > to
         {
-            problems.push(FieldProblem { field: "to".into(), code: "range_invalid", detail: "to must not be before from".into() });
+            problems.push(FieldProblem {
+                field: "to".into(),
+                code: "range_invalid",
+                detail: "to must not be before from".into(),
+            });
         }
         let (min, max) = (blank(&filter.min_amount), blank(&filter.max_amount));
         let currency = match blank(&filter.currency) {
@@ -795,7 +803,11 @@ impl Bank {
             Some(code) => match Currency::from_code(&code) {
                 Ok(currency) => Some(currency),
                 Err(error) => {
-                    problems.push(FieldProblem { field: "currency".into(), code: error.code(), detail: error.to_string() });
+                    problems.push(FieldProblem {
+                        field: "currency".into(),
+                        code: error.code(),
+                        detail: error.to_string(),
+                    });
                     None
                 }
             },

@@ -90,7 +90,13 @@ struct Input {
 
 fn input(ctx: &Ctx, form: &FormData, name: &'static str, kind: &'static str) -> Input {
     let mode = if name.contains("amount") || name == "buy" || name == "sell" { "decimal" } else { "" };
-    Input { name, label: ctx.t(&format!("staff.field.{name}")).to_owned(), kind, value: form.get(name).unwrap_or("").to_owned(), mode }
+    Input {
+        name,
+        label: ctx.t(&format!("staff.field.{name}")).to_owned(),
+        kind,
+        value: form.get(name).unwrap_or("").to_owned(),
+        mode,
+    }
 }
 
 /// A flash message named in the query (`?done=rate_set`), translated from
@@ -190,7 +196,14 @@ struct AccountPage<'a> {
     history: String,
 }
 
-async fn account_page(s: &WebState, ctx: &Ctx, raw: &str, errors: Errors, form: &FormData, statement: Errors) -> Response {
+async fn account_page(
+    s: &WebState,
+    ctx: &Ctx,
+    raw: &str,
+    errors: Errors,
+    form: &FormData,
+    statement: Errors,
+) -> Response {
     let loaded = async {
         let id = id_of(raw)?;
         let account = s.bank.account(&ctx.caller, id).await?;
@@ -214,20 +227,18 @@ async fn account_page(s: &WebState, ctx: &Ctx, raw: &str, errors: Errors, form: 
     let statement_from = form.text("from").unwrap_or_else(|| format!("{:04}-{:02}-01", today.year(), today.month()));
     let statement_to = form.text("to").unwrap_or_else(|| today.to_string());
     let history = link("/staff/transactions", &[("account", &account.number)]);
-    html(
-        &AccountPage {
-            c: ctx,
-            flash: flash(ctx),
-            account,
-            limits,
-            errors,
-            inputs,
-            statement_errors: statement,
-            statement_from,
-            statement_to,
-            history,
-        },
-    )
+    html(&AccountPage {
+        c: ctx,
+        flash: flash(ctx),
+        account,
+        limits,
+        errors,
+        inputs,
+        statement_errors: statement,
+        statement_from,
+        statement_to,
+        history,
+    })
 }
 
 async fn account(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<String>) -> Response {
@@ -287,7 +298,8 @@ async fn account_statement(State(s): State<WebState>, ctx: Ctx, Path(raw): Path<
     let query = StatementQuery { from: form.text("from"), to: form.text("to"), format: form.text("format") };
     let rendered = async {
         let id = id_of(&raw)?;
-        let (statement, format) = s.bank.statement(&ctx.caller, StatementScope::Staff, id, &query, &mut |_, _| {}).await?;
+        let (statement, format) =
+            s.bank.statement(&ctx.caller, StatementScope::Staff, id, &query, &mut |_, _| {}).await?;
         let name = statements::file_name(&statement, format);
         // Rendering a large XLSX is CPU work: off the request threads.
         let body = tokio::task::spawn_blocking(move || statements::render(&statement, format))
@@ -332,7 +344,11 @@ struct CashPage<'a> {
 
 fn cash_form(ctx: &Ctx, form: &FormData, errors: Errors) -> Response {
     let held = query_form(ctx).text("approval").filter(|id| id.bytes().all(|b| b.is_ascii_digit())).unwrap_or_default();
-    let inputs = vec![input(ctx, form, "account", "text"), input(ctx, form, "amount", "text"), input(ctx, form, "description", "text")];
+    let inputs = vec![
+        input(ctx, form, "account", "text"),
+        input(ctx, form, "amount", "text"),
+        input(ctx, form, "description", "text"),
+    ];
     // A fresh key per form: a double submit moves the money once.
     let key = kassa_service::crypto::random_token(18).unwrap_or_default();
     let currency = form.text("currency").unwrap_or_else(|| "BYN".into());
@@ -459,7 +475,8 @@ async fn transactions_csv(State(s): State<WebState>, ctx: Ctx) -> Response {
     let form = query_form(&ctx);
     let mut filter = transaction_filter(&form);
     filter.limit = Some(200);
-    let mut out = String::from("created_at,transfer_id,kind,state,debit_account,credit_account,amount,currency,description\r\n");
+    let mut out =
+        String::from("created_at,transfer_id,kind,state,debit_account,credit_account,amount,currency,description\r\n");
     let mut rows = 0;
     loop {
         let page = match s.bank.find_transactions(&ctx.caller, None, filter.clone()).await {
@@ -629,7 +646,11 @@ async fn users_form(s: &WebState, ctx: &Ctx, form: &FormData, errors: Errors, to
         Ok(page) => page.items,
         Err(error) => return service_error_page(ctx, &error),
     };
-    let inputs = vec![input(ctx, form, "login", "text"), input(ctx, form, "name", "text"), input(ctx, &FormData::default(), "password", "password")];
+    let inputs = vec![
+        input(ctx, form, "login", "text"),
+        input(ctx, form, "name", "text"),
+        input(ctx, &FormData::default(), "password", "password"),
+    ];
     let role = form.text("role").unwrap_or_else(|| "teller".into());
     html(&UsersPage { c: ctx, users, inputs, role, totp_uri, flash: flash(ctx), errors })
 }

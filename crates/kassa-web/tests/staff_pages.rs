@@ -16,7 +16,11 @@ async fn customer_with_account(app: &App, n: u32) -> (Browser, i64, String) {
     let browser = app.browser("en");
     browser.register(n).await;
     browser
-        .submit("/products/new", "/products/new", &[("kind", "current"), ("currency", "BYN"), ("consent", "terms:2026-01")])
+        .submit(
+            "/products/new",
+            "/products/new",
+            &[("kind", "current"), ("currency", "BYN"), ("consent", "terms:2026-01")],
+        )
         .await;
     let login = reqwest::Client::new()
         .post(format!("{}/api/v1/auth/login", app.base))
@@ -61,7 +65,9 @@ async fn who_may_enter(engine: Engine) {
     let page = anonymous.get("/staff").await;
     assert!(page.url.ends_with("/login"), "{engine:?}: anonymous → sign in: {}", page.url);
     let (customer, id, _) = customer_with_account(&app, 1).await;
-    for path in ["/staff", "/staff/customers?q=Ivan", "/staff/cash", "/staff/transactions", "/staff/approvals", "/staff/audit"] {
+    for path in
+        ["/staff", "/staff/customers?q=Ivan", "/staff/cash", "/staff/transactions", "/staff/approvals", "/staff/audit"]
+    {
         let page = customer.get(path).await;
         assert_eq!(page.status, 403, "{engine:?}: a customer at {path}");
     }
@@ -75,8 +81,9 @@ async fn who_may_enter(engine: Engine) {
     let home = teller.get("/staff/customers").await;
     assert!(!home.has("href=\"/staff/users\""), "{engine:?}: the teller's menu has no admin pages");
     // The teller may not set rates: the service refuses, nothing is set.
-    let refused =
-        teller.submit("/staff/cash", "/staff/rates", &[("base", "USD"), ("quote", "BYN"), ("buy", "3"), ("sell", "3.1")]).await;
+    let refused = teller
+        .submit("/staff/cash", "/staff/rates", &[("base", "USD"), ("quote", "BYN"), ("buy", "3"), ("sell", "3.1")])
+        .await;
     assert_eq!(refused.status, 403, "{engine:?}: a teller sets a rate");
     assert!(app.bank.rates().await.unwrap().is_empty(), "{engine:?}: no rate was set");
     // Nor block an account (a manager's decision).
@@ -91,7 +98,10 @@ async fn forms_need_their_token(engine: Engine) {
     let (_, id, number) = customer_with_account(&app, 1).await;
     let teller = app.staff_browser("teller").await;
     let refused = teller
-        .post_raw("/staff/cash", &[("operation", "deposit"), ("account", &number), ("amount", "10.00"), ("currency", "BYN")])
+        .post_raw(
+            "/staff/cash",
+            &[("operation", "deposit"), ("account", &number), ("amount", "10.00"), ("currency", "BYN")],
+        )
         .await;
     assert_eq!(refused.status, 403, "{engine:?}: a cash deposit without CSRF");
     assert_eq!(balance(&app, id).await, "0.00", "{engine:?}: nothing was deposited");
@@ -132,12 +142,20 @@ async fn bad_input_gives_inline_errors(engine: Engine) {
     let (_, id, number) = customer_with_account(&app, 1).await;
     let teller = app.staff_browser("teller").await;
     let page = teller
-        .submit("/staff/cash", "/staff/cash", &[("operation", "deposit"), ("account", &number), ("amount", "abc"), ("currency", "BYN")])
+        .submit(
+            "/staff/cash",
+            "/staff/cash",
+            &[("operation", "deposit"), ("account", &number), ("amount", "abc"), ("currency", "BYN")],
+        )
         .await;
     assert_eq!(page.status, 200, "{engine:?}");
     assert!(page.has("id=\"amount-error\"") && page.has("Enter an amount like 12.50."), "{engine:?}: {}", page.body);
     let page = teller
-        .submit("/staff/cash", "/staff/cash", &[("operation", "deposit"), ("account", "12345"), ("amount", "1"), ("currency", "BYN")])
+        .submit(
+            "/staff/cash",
+            "/staff/cash",
+            &[("operation", "deposit"), ("account", "12345"), ("amount", "1"), ("currency", "BYN")],
+        )
         .await;
     assert!(page.status == 200 && page.has("notice error"), "{engine:?}: an unknown account: {}", page.body);
     let page = teller.get("/staff/transactions?from=2026-13-01&min_amount=5").await;
@@ -146,14 +164,29 @@ async fn bad_input_gives_inline_errors(engine: Engine) {
     let page = teller.get("/staff/transactions?kind=gift&account=nope").await;
     assert!(page.has("id=\"kind-error\"") && page.has("id=\"account-error\""), "{engine:?}: {}", page.body);
     let manager = app.staff_browser("manager").await;
-    let page = manager.submit("/staff/cash", &format!("/staff/accounts/{id}/limits"), &[("daily_transfer", "-5")]).await;
+    let page =
+        manager.submit("/staff/cash", &format!("/staff/accounts/{id}/limits"), &[("daily_transfer", "-5")]).await;
     assert!(page.status == 200 && page.has("id=\"daily_transfer-error\""), "{engine:?}: {}", page.body);
-    let page = manager.submit("/staff/cash", &format!("/staff/accounts/{id}/statement"), &[("from", "x"), ("to", "2026-01-01"), ("format", "csv")]).await;
+    let page = manager
+        .submit(
+            "/staff/cash",
+            &format!("/staff/accounts/{id}/statement"),
+            &[("from", "x"), ("to", "2026-01-01"), ("format", "csv")],
+        )
+        .await;
     assert!(page.status == 200 && page.has("id=\"st-from-error\""), "{engine:?}: {}", page.body);
     let admin = app.staff_browser("admin").await;
-    let page = admin.submit("/staff/rates", "/staff/rates", &[("base", "USD"), ("quote", "BYN"), ("buy", "x"), ("sell", "3")]).await;
+    let page = admin
+        .submit("/staff/rates", "/staff/rates", &[("base", "USD"), ("quote", "BYN"), ("buy", "x"), ("sell", "3")])
+        .await;
     assert!(page.status == 200 && page.has("id=\"buy-error\""), "{engine:?}: {}", page.body);
-    let page = admin.submit("/staff/users", "/staff/users", &[("login", "x y"), ("name", ""), ("password", "short"), ("role", "teller")]).await;
+    let page = admin
+        .submit(
+            "/staff/users",
+            "/staff/users",
+            &[("login", "x y"), ("name", ""), ("password", "short"), ("role", "teller")],
+        )
+        .await;
     assert_eq!(page.status, 200, "{engine:?}: {}", page.body);
     assert!(page.has("field-error") || page.has("notice error"), "{engine:?}: {}", page.body);
 }
@@ -167,27 +200,39 @@ async fn cash_desk_and_approvals(engine: Engine) {
     let (_, id, number) = customer_with_account(&app, 1).await;
     let teller = app.staff_browser("teller").await;
     let done = teller
-        .submit("/staff/cash", "/staff/cash", &[("operation", "deposit"), ("account", &number), ("amount", "9000.00"), ("currency", "BYN")])
+        .submit(
+            "/staff/cash",
+            "/staff/cash",
+            &[("operation", "deposit"), ("account", &number), ("amount", "9000.00"), ("currency", "BYN")],
+        )
         .await;
     assert!(done.has("the cash is on the account"), "{engine:?}: {}", done.body);
     assert_eq!(balance(&app, id).await, "9000.00", "{engine:?}");
     let held = teller
-        .submit("/staff/cash", "/staff/cash", &[("operation", "withdrawal"), ("account", &number), ("amount", "6000.00"), ("currency", "BYN")])
+        .submit(
+            "/staff/cash",
+            "/staff/cash",
+            &[("operation", "withdrawal"), ("account", &number), ("amount", "6000.00"), ("currency", "BYN")],
+        )
         .await;
     assert!(held.has("waits for a second pair of eyes"), "{engine:?}: {}", held.body);
     assert_eq!(balance(&app, id).await, "9000.00", "{engine:?}: nothing left yet");
     let waiting = teller.get("/staff/approvals").await;
     let approval = waiting.body.split("id=\"approve-").nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let own = teller.submit("/staff/approvals", &format!("/staff/approvals/{approval}/decide"), &[("decision", "approve")]).await;
+    let own = teller
+        .submit("/staff/approvals", &format!("/staff/approvals/{approval}/decide"), &[("decision", "approve")])
+        .await;
     assert_eq!(own.status, 403, "{engine:?}: the maker cannot approve");
     let manager = app.staff_browser("manager").await;
-    let approved =
-        manager.submit("/staff/approvals", &format!("/staff/approvals/{approval}/decide"), &[("decision", "approve")]).await;
+    let approved = manager
+        .submit("/staff/approvals", &format!("/staff/approvals/{approval}/decide"), &[("decision", "approve")])
+        .await;
     assert!(approved.has("Approved and carried out."), "{engine:?}: {}", approved.body);
     assert_eq!(balance(&app, id).await, "3000.00", "{engine:?}: the withdrawal went through");
     // All transactions, filtered by account, kind, dates and amounts, and as CSV.
     let today = app.bank.today().to_string();
-    let list = manager.get(&format!("/staff/transactions?account={number}&kind=withdrawal&from={today}&to={today}")).await;
+    let list =
+        manager.get(&format!("/staff/transactions?account={number}&kind=withdrawal&from={today}&to={today}")).await;
     assert!(list.has("6000.00 BYN") && !list.has("9000.00 BYN"), "{engine:?}: {}", list.body);
     let list = manager.get("/staff/transactions?currency=BYN&min_amount=7000&max_amount=10000").await;
     assert!(list.has("9000.00 BYN") && !list.has("6000.00 BYN"), "{engine:?}: {}", list.body);
@@ -197,7 +242,11 @@ async fn cash_desk_and_approvals(engine: Engine) {
     assert!(csv.body.starts_with("created_at,") && csv.body.lines().count() == 3, "{engine:?}: {}", csv.body);
     // The journal shows the decisions and its chains verify.
     let journal = manager.get("/staff/audit?action=approval.approve").await;
-    assert!(journal.has("The journal&#x27;s chains verify") || journal.has("chains verify"), "{engine:?}: {}", journal.body);
+    assert!(
+        journal.has("The journal&#x27;s chains verify") || journal.has("chains verify"),
+        "{engine:?}: {}",
+        journal.body
+    );
     assert!(journal.has("approval.approve"), "{engine:?}");
 }
 on_both_engines!(cash_desk_and_approvals);
@@ -230,16 +279,35 @@ async fn managers_and_admins(engine: Engine) {
         assert!(disposition.contains(&format!(".{format}")), "{engine:?}: {disposition}");
     }
     let admin = app.staff_browser("admin").await;
-    let set = admin.submit("/staff/rates", "/staff/rates", &[("base", "usd"), ("quote", "BYN"), ("buy", "3.2000"), ("sell", "3.3000")]).await;
+    let set = admin
+        .submit(
+            "/staff/rates",
+            "/staff/rates",
+            &[("base", "usd"), ("quote", "BYN"), ("buy", "3.2000"), ("sell", "3.3000")],
+        )
+        .await;
     assert!(set.has("The rate is set.") && set.has("USD/BYN"), "{engine:?}: {}", set.body);
     let created = admin
-        .submit("/staff/users", "/staff/users", &[("login", "cashier2"), ("name", "Second Cashier"), ("password", "another desk phrase 9"), ("role", "teller"), ("totp", "1")])
+        .submit(
+            "/staff/users",
+            "/staff/users",
+            &[
+                ("login", "cashier2"),
+                ("name", "Second Cashier"),
+                ("password", "another desk phrase 9"),
+                ("role", "teller"),
+                ("totp", "1"),
+            ],
+        )
         .await;
     assert!(created.has("The staff user is created.") && created.has("otpauth://"), "{engine:?}: {}", created.body);
-    let staff_id = created.body.split("/staff/users/").filter_map(|part| part.split('/').next()).last().unwrap().to_owned();
-    let blocked = admin.submit("/staff/users", &format!("/staff/users/{staff_id}/status"), &[("status", "blocked")]).await;
+    let staff_id =
+        created.body.split("/staff/users/").filter_map(|part| part.split('/').next()).last().unwrap().to_owned();
+    let blocked =
+        admin.submit("/staff/users", &format!("/staff/users/{staff_id}/status"), &[("status", "blocked")]).await;
     assert!(blocked.has("The staff user is blocked"), "{engine:?}: {}", blocked.body);
-    let unblocked = admin.submit("/staff/users", &format!("/staff/users/{staff_id}/status"), &[("status", "active")]).await;
+    let unblocked =
+        admin.submit("/staff/users", &format!("/staff/users/{staff_id}/status"), &[("status", "active")]).await;
     assert!(unblocked.has("The staff user is active again."), "{engine:?}");
 }
 on_both_engines!(managers_and_admins);

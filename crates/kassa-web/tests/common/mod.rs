@@ -166,7 +166,8 @@ impl App {
     /// The admin's one-time code for now.
     pub fn admin_code(&self) -> String {
         use kassa_service::crypto::totp;
-        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+            .unwrap();
         totp::code_at(&totp::base32_decode(&self.admin_secret), now)
     }
 
@@ -178,8 +179,15 @@ impl App {
             "manager" => (MANAGER_PASSWORD, String::new()),
             _ => (ADMIN_PASSWORD, self.admin_code()),
         };
-        let page = browser.submit("/login", "/login", &[("login", login), ("password", password), ("totp", &code)]).await;
-        assert!(page.url.ends_with("/staff/customers"), "{:?}: {login} signs in: {} {}", self.engine, page.url, page.body);
+        let page =
+            browser.submit("/login", "/login", &[("login", login), ("password", password), ("totp", &code)]).await;
+        assert!(
+            page.url.ends_with("/staff/customers"),
+            "{:?}: {login} signs in: {} {}",
+            self.engine,
+            page.url,
+            page.body
+        );
         browser
     }
 
