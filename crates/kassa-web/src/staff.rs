@@ -515,6 +515,8 @@ struct ApprovalsPage<'a> {
     status: String,
     statuses: [&'static str; 4],
     found: Page<ApprovalView>,
+    /// The caller's staff id: their own requests wait for someone else.
+    me: i64,
     flash: String,
     errors: Errors,
 }
@@ -529,6 +531,7 @@ async fn approvals_page(s: &WebState, ctx: &Ctx, errors: Errors) -> Response {
             status,
             statuses: ["pending", "approved", "rejected", "expired"],
             found,
+            me: ctx.caller.staff(kassa_service::Role::Teller).map_or(0, |(id, _)| id),
             flash: flash(ctx),
             errors,
         }),

@@ -118,6 +118,10 @@ async fn the_staff_console_in_the_browser() {
     chrome.shot("staff-cash-held").await;
     chrome.click_to("#cash-done a").await;
     assert_eq!(chrome.path().await, "/staff/approvals");
+    chrome.go(&format!("{base}/lang?to=ru&back=/staff/approvals")).await;
+    assert!(chrome.body().await.contains("Одобрения"));
+    chrome.shot("staff-approvals-ru").await;
+    chrome.go(&format!("{base}/lang?to=en&back=/staff/cash")).await;
     chrome.click_to("#sign-out").await;
 
     // A manager approves it in the console.

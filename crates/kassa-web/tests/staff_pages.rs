@@ -218,7 +218,8 @@ async fn cash_desk_and_approvals(engine: Engine) {
     assert!(held.has("waits for a second pair of eyes"), "{engine:?}: {}", held.body);
     assert_eq!(balance(&app, id).await, "9000.00", "{engine:?}: nothing left yet");
     let waiting = teller.get("/staff/approvals").await;
-    let approval = waiting.body.split("id=\"approve-").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert!(waiting.has("You asked for this") && !waiting.has("id=\"approve-"), "{engine:?}: no button on one's own");
+    let approval = waiting.body.split("id=\"approval-").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let own = teller
         .submit("/staff/approvals", &format!("/staff/approvals/{approval}/decide"), &[("decision", "approve")])
         .await;
