@@ -8,6 +8,8 @@
 //! check made here is the console's door: a visitor who is not staff is
 //! sent to sign in (anonymous) or shown 403 (a customer) before any page.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -66,6 +68,21 @@ fn id_of(raw: &str) -> Result<i64, ServiceError> {
 /// The query string's fields, as a form (filters are GET forms).
 fn query_form(ctx: &Ctx) -> FormData {
     FormData::parse(ctx.here.split_once('?').map_or("", |(_, q)| q).as_bytes())
+}
+
+/// The numbers of the accounts a list names by id, for people to read:
+/// a customer account's number, or `None` for the bank's own accounts
+/// (the cash desk, fees), which have no page.
+async fn account_numbers(s: &WebState, ctx: &Ctx, ids: impl Iterator<Item = i64>) -> HashMap<i64, Option<String>> {
+    let mut numbers = HashMap::new();
+    for id in ids {
+        if numbers.contains_key(&id) {
+            continue;
+        }
+        let number = s.bank.account(&ctx.caller, id).await.ok().map(|account| account.number);
+        numbers.insert(id, number);
+    }
+    numbers
 }
 
 /// Builds `path?name=value&…` from the non-empty pairs.
@@ -406,6 +423,7 @@ struct TransactionsPage<'a> {
     currency: String,
     kinds: [&'static str; 8],
     found: Option<Page<TransferView>>,
+    numbers: HashMap<i64, Option<String>>,
     errors: Errors,
     more: String,
     csv: String,
@@ -462,7 +480,9 @@ async fn transactions(State(s): State<WebState>, ctx: Ctx) -> Response {
     ];
     let kind = form.text("kind").unwrap_or_default();
     let currency = form.text("currency").unwrap_or_default();
-    html(&TransactionsPage { c: &ctx, inputs, kind, currency, kinds: KINDS, found, errors, more, csv })
+    let ids = found.iter().flat_map(|page| page.items.iter().flat_map(|t| [t.debit_account, t.credit_account]));
+    let numbers = account_numbers(&s, &ctx, ids.collect::<Vec<_>>().into_iter()).await;
+    html(&TransactionsPage { c: &ctx, inputs, kind, currency, kinds: KINDS, found, numbers, errors, more, csv })
 }
 
 /// The filtered transactions as CSV (every page of them, up to a bound):
@@ -515,6 +535,7 @@ struct ApprovalsPage<'a> {
     status: String,
     statuses: [&'static str; 4],
     found: Page<ApprovalView>,
+    numbers: HashMap<i64, Option<String>>,
     /// The caller's staff id: their own requests wait for someone else.
     me: i64,
     flash: String,
@@ -530,6 +551,8 @@ async fn approvals_page(s: &WebState, ctx: &Ctx, errors: Errors) -> Response {
             c: ctx,
             status,
             statuses: ["pending", "approved", "rejected", "expired"],
+            numbers: account_numbers(s, ctx, found.items.iter().map(|a| a.account).collect::<Vec<_>>().into_iter())
+                .await,
             found,
             me: ctx.caller.staff(kassa_service::Role::Teller).map_or(0, |(id, _)| id),
             flash: flash(ctx),
@@ -789,6 +812,12 @@ macro_rules! helpers {
         impl $page<'_> {
             fn when(&self, stamp: &str) -> String {
                 short_time(stamp)
+            }
+
+            /// An account for a list: its number, or "bank" for the bank's own.
+            #[allow(dead_code)]
+            fn number(&self, numbers: &HashMap<i64, Option<String>>, id: &i64) -> Option<String> {
+                numbers.get(id).cloned().flatten()
             }
 
             #[allow(dead_code)]
