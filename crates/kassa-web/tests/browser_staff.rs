@@ -75,7 +75,7 @@ async fn the_staff_console_in_the_browser() {
     chrome.shot("staff-customer").await;
     chrome.click_to("#accounts a").await;
     assert!(chrome.path().await.starts_with("/staff/accounts/"));
-    chrome.shot("staff-account").await;
+    assert!(chrome.client.find(fantoccini::Locator::Id("block")).await.is_err(), "a teller sees no block button");
 
     // A cash deposit at the desk; a bad amount first (inline error).
     chrome.click_to("a[href='/staff/cash']").await;
@@ -136,6 +136,13 @@ async fn the_staff_console_in_the_browser() {
     let listed = chrome.text("transactions").await;
     assert!(listed.contains("6000.00 BYN") && listed.contains("7000.00 BYN"), "{listed}");
     chrome.shot("staff-transactions").await;
+    // The account's page as a manager sees it: block and unblock.
+    chrome.click_to("#transactions a[href^='/staff/accounts/']").await;
+    chrome.click_to("#block").await;
+    assert_eq!(chrome.text("account-status").await, "blocked");
+    chrome.click_to("#unblock").await;
+    assert_eq!(chrome.text("account-status").await, "active");
+    chrome.shot("staff-account").await;
     chrome.click_to("a[href='/staff/audit']").await;
     assert!(chrome.text("chain").await.contains("verify"));
     chrome.shot("staff-audit").await;
