@@ -43,6 +43,7 @@ pub fn routes() -> Router<WebState> {
         .route("/staff/cash", get(cash_page).post(cash))
         .route("/staff/transactions", get(transactions))
         .route("/staff/transactions.csv", get(transactions_csv))
+        .route("/staff/transactions.xlsx", get(transactions_xlsx_route))
         .route("/staff/approvals", get(approvals))
         .route("/staff/approvals/{id}/decide", post(decide))
         .route("/staff/rates", get(rates_page).post(set_rate))
@@ -427,6 +428,7 @@ struct TransactionsPage<'a> {
     errors: Errors,
     more: String,
     csv: String,
+    xlsx: String,
 }
 
 const KINDS: [&str; 8] = ["transfer", "deposit", "withdrawal", "fx", "fee", "interest", "reversal", "settlement"];
@@ -464,6 +466,7 @@ async fn transactions(State(s): State<WebState>, ctx: Ctx) -> Response {
     let pairs = filter_pairs(&form);
     let mut refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let csv = link("/staff/transactions.csv", &refs);
+    let xlsx = link("/staff/transactions.xlsx", &refs);
     let more = match found.as_ref().and_then(|p| p.next_cursor.clone()) {
         Some(next) => {
             refs.push(("cursor", &next));
@@ -482,28 +485,45 @@ async fn transactions(State(s): State<WebState>, ctx: Ctx) -> Response {
     let currency = form.text("currency").unwrap_or_default();
     let ids = found.iter().flat_map(|page| page.items.iter().flat_map(|t| [t.debit_account, t.credit_account]));
     let numbers = account_numbers(&s, &ctx, ids.collect::<Vec<_>>().into_iter()).await;
-    html(&TransactionsPage { c: &ctx, inputs, kind, currency, kinds: KINDS, found, numbers, errors, more, csv })
+    html(&TransactionsPage { c: &ctx, inputs, kind, currency, kinds: KINDS, found, numbers, errors, more, csv, xlsx })
 }
 
-/// The filtered transactions as CSV (every page of them, up to a bound):
-/// the console's transactions report.
-async fn transactions_csv(State(s): State<WebState>, ctx: Ctx) -> Response {
-    if let Some(response) = door(&ctx) {
-        return response;
-    }
+/// The columns of the transactions report, in both formats.
+const REPORT_COLUMNS: [&str; 9] = [
+    "created_at",
+    "transfer_id",
+    "kind",
+    "state",
+    "debit_account",
+    "credit_account",
+    "amount",
+    "currency",
+    "description",
+];
+
+/// The filtered transactions as CSV or XLSX (every page of them, up to a
+/// bound): the console's transactions report.
+async fn transactions_export(s: &WebState, ctx: &Ctx, xlsx: bool) -> Response {
     const ROWS_MAX: usize = 100_000;
-    let form = query_form(&ctx);
+    let form = query_form(ctx);
     let mut filter = transaction_filter(&form);
     filter.limit = Some(200);
-    let mut out =
-        String::from("created_at,transfer_id,kind,state,debit_account,credit_account,amount,currency,description\r\n");
-    let mut rows = 0;
+    let mut items = Vec::new();
     loop {
         let page = match s.bank.find_transactions(&ctx.caller, None, filter.clone()).await {
             Ok(page) => page,
-            Err(error) => return service_error_page(&ctx, &error),
+            Err(error) => return service_error_page(ctx, &error),
         };
-        for t in &page.items {
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) if items.len() < ROWS_MAX => filter.cursor = Some(next),
+            _ => break,
+        }
+    }
+    if !xlsx {
+        let mut out = REPORT_COLUMNS.join(",");
+        out.push_str("\r\n");
+        for t in &items {
             out.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{}\r\n",
                 t.created_at,
@@ -517,13 +537,61 @@ async fn transactions_csv(State(s): State<WebState>, ctx: Ctx) -> Response {
                 statements::csv_text(&t.description)
             ));
         }
-        rows += page.items.len();
-        match page.next_cursor {
-            Some(next) if rows < ROWS_MAX => filter.cursor = Some(next),
-            _ => break,
-        }
+        return download(out.into_bytes(), "text/csv; charset=utf-8", "transactions.csv");
     }
-    download(out.into_bytes(), "text/csv; charset=utf-8", "transactions.csv")
+    // Building the workbook is CPU work: off the request threads.
+    match tokio::task::spawn_blocking(move || transactions_xlsx(&items)).await {
+        Ok(Ok(body)) => {
+            download(body, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "transactions.xlsx")
+        }
+        Ok(Err(error)) => service_error_page(ctx, &ServiceError::Internal(error.to_string())),
+        Err(error) => service_error_page(ctx, &ServiceError::Internal(error.to_string())),
+    }
+}
+
+/// One sheet, a row per transfer. The amount is a spreadsheet number (as
+/// in the statements' XLSX), so columns can be summed; the decimal string
+/// is exact and a spreadsheet's number shows it exactly up to 15 digits.
+fn transactions_xlsx(items: &[TransferView]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let bold = Format::new().set_bold();
+    let money = Format::new().set_num_format("#,##0.00");
+    let mut workbook = Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.set_name("Transactions")?;
+    for (col, title) in (0_u16..).zip(REPORT_COLUMNS) {
+        sheet.write_string_with_format(0, col, title, &bold)?;
+    }
+    for (row, t) in (1_u32..).zip(items) {
+        sheet.write_string(row, 0, short_time(&t.created_at))?;
+        sheet.write_string(row, 1, &t.id)?;
+        sheet.write_string(row, 2, &t.kind)?;
+        sheet.write_string(row, 3, &t.state)?;
+        sheet.write_number(row, 4, t.debit_account as f64)?;
+        sheet.write_number(row, 5, t.credit_account as f64)?;
+        match t.amount.parse::<f64>() {
+            Ok(amount) => sheet.write_number_with_format(row, 6, amount, &money)?,
+            Err(_) => sheet.write_string(row, 6, &t.amount)?,
+        };
+        sheet.write_string(row, 7, &t.currency)?;
+        sheet.write_string(row, 8, &t.description)?;
+    }
+    sheet.autofit();
+    workbook.save_to_buffer()
+}
+
+async fn transactions_csv(State(s): State<WebState>, ctx: Ctx) -> Response {
+    if let Some(response) = door(&ctx) {
+        return response;
+    }
+    transactions_export(&s, &ctx, false).await
+}
+
+async fn transactions_xlsx_route(State(s): State<WebState>, ctx: Ctx) -> Response {
+    if let Some(response) = door(&ctx) {
+        return response;
+    }
+    transactions_export(&s, &ctx, true).await
 }
 
 // ---------------------------------------------------------- approvals

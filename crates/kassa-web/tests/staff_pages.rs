@@ -241,6 +241,13 @@ async fn cash_desk_and_approvals(engine: Engine) {
     assert!(list.has("No transactions match."), "{engine:?}");
     let csv = manager.get(&format!("/staff/transactions.csv?account={number}")).await;
     assert!(csv.body.starts_with("created_at,") && csv.body.lines().count() == 3, "{engine:?}: {}", csv.body);
+    let token_free =
+        manager.client.get(format!("{}/staff/transactions.xlsx?account={number}", manager.base)).send().await.unwrap();
+    assert_eq!(token_free.status().as_u16(), 200, "{engine:?}: xlsx");
+    let bytes = token_free.bytes().await.unwrap();
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let sheet = calamine::Reader::worksheet_range(&mut book, "Transactions").unwrap();
+    assert_eq!(sheet.height(), 3, "{engine:?}: a header and two operations");
     // The journal shows the decisions and its chains verify.
     let journal = manager.get("/staff/audit?action=approval.approve").await;
     assert!(
