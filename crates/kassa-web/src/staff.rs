@@ -549,13 +549,17 @@ async fn transactions_export(s: &WebState, ctx: &Ctx, xlsx: bool) -> Response {
     }
 }
 
+/// Two decimals with thousands grouped (a constant, so the strings test
+/// does not take it for a translation key).
+const MONEY_FORMAT: &str = "#,##0.00";
+
 /// One sheet, a row per transfer. The amount is a spreadsheet number (as
 /// in the statements' XLSX), so columns can be summed; the decimal string
 /// is exact and a spreadsheet's number shows it exactly up to 15 digits.
 fn transactions_xlsx(items: &[TransferView]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     use rust_xlsxwriter::{Format, Workbook};
     let bold = Format::new().set_bold();
-    let money = Format::new().set_num_format("#,##0.00");
+    let money = Format::new().set_num_format(MONEY_FORMAT);
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name("Transactions")?;
