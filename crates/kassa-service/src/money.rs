@@ -58,6 +58,28 @@ pub struct TransferView {
     pub created_at: String,
 }
 
+/// The staff console's filters over all transactions; empty text means
+/// "any". Dates are `YYYY-MM-DD` in the bank's time zone, both inclusive;
+/// an amount range is in `currency`'s units and needs it.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct TransactionFilter {
+    /// An account's number or id.
+    pub account: Option<String>,
+    pub kind: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub currency: Option<String>,
+    pub min_amount: Option<String>,
+    pub max_amount: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+    /// Leave out the ledger rows that post or void a pending transfer
+    /// (a held withdrawal, say), whose own row then shows the outcome in
+    /// its state: one line per operation, as a person reads it.
+    #[serde(default)]
+    pub one_line_per_operation: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Recipient {
     /// The first name and the initial of the last name: enough to confirm,
@@ -779,25 +801,156 @@ impl Bank {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> ServiceResult<Page<TransferView>> {
+        let filter = TransactionFilter {
+            kind: kind.map(str::to_owned),
+            cursor: cursor.map(str::to_owned),
+            limit,
+            ..TransactionFilter::default()
+        };
+        self.find_transactions(caller, account, filter).await
+    }
+
+    /// All transactions with every filter the staff console offers: an
+    /// account (by id here, or by number or id in `filter.account`), a
+    /// kind, a date range in the bank's time zone (inclusive) and an
+    /// amount range in one currency. Every bad filter is named at once.
+    pub async fn find_transactions(
+        &self,
+        caller: &Caller,
+        account: Option<i64>,
+        filter: TransactionFilter,
+    ) -> ServiceResult<Page<TransferView>> {
         caller.staff(Role::Teller)?;
-        let limit = page_limit(limit)?;
-        let before = page_cursor(cursor)?.unwrap_or(i64::MAX);
-        if let Some(kind) = kind
-            && TransferKind::parse(kind).is_none()
-        {
-            return Err(ServiceError::invalid("kind", "kind_invalid", "not a transfer kind"));
+        let limit = page_limit(filter.limit)?;
+        let before = page_cursor(filter.cursor.as_deref())?.unwrap_or(i64::MAX);
+        let mut problems = Vec::new();
+        let blank = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let kind = blank(&filter.kind);
+        if kind.as_deref().is_some_and(|kind| TransferKind::parse(kind).is_none()) {
+            problems.push(FieldProblem {
+                field: "kind".into(),
+                code: "kind_invalid",
+                detail: "not a transfer kind".into(),
+            });
         }
-        let kind = kind.map(str::to_owned);
+        let mut day = |field: &str, value: Option<String>| match value {
+            None => None,
+            Some(text) => match crate::calendar::parse_day(field, &text) {
+                Ok(day) => Some(day),
+                Err(ServiceError::Invalid(mut found)) => {
+                    problems.append(&mut found);
+                    None
+                }
+                Err(_) => None,
+            },
+        };
+        let from = day("from", blank(&filter.from));
+        let to = day("to", blank(&filter.to));
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            problems.push(FieldProblem {
+                field: "to".into(),
+                code: "range_invalid",
+                detail: "to must not be before from".into(),
+            });
+        }
+        let (min, max) = (blank(&filter.min_amount), blank(&filter.max_amount));
+        let currency = match blank(&filter.currency) {
+            None if min.is_some() || max.is_some() => {
+                problems.push(FieldProblem {
+                    field: "currency".into(),
+                    code: "currency_required",
+                    detail: "an amount range needs its currency".into(),
+                });
+                None
+            }
+            None => None,
+            Some(code) => match Currency::from_code(&code) {
+                Ok(currency) => Some(currency),
+                Err(error) => {
+                    problems.push(FieldProblem {
+                        field: "currency".into(),
+                        code: error.code(),
+                        detail: error.to_string(),
+                    });
+                    None
+                }
+            },
+        };
+        let mut bound = |field: &str, value: Option<String>, default: i64| match (value, currency) {
+            (Some(text), Some(currency)) => match Amount::parse(&text, currency, AmountPolicy::NonNegative) {
+                Ok(amount) => amount.minor(),
+                Err(error) => {
+                    problems.push(FieldProblem { field: field.into(), code: error.code(), detail: error.to_string() });
+                    default
+                }
+            },
+            _ => default,
+        };
+        let min_minor = bound("min_amount", min, 0);
+        let max_minor = bound("max_amount", max, i64::MAX);
+        if min_minor > max_minor {
+            problems.push(FieldProblem {
+                field: "max_amount".into(),
+                code: "range_invalid",
+                detail: "the largest amount must not be below the smallest".into(),
+            });
+        }
+        let start_us = match from {
+            Some(from) => crate::calendar::day_start_us(&self.zone, from)?,
+            None => i64::MIN,
+        };
+        let end_us = match to.map(crate::calendar::next_day) {
+            Some(Some(after)) => crate::calendar::day_start_us(&self.zone, after)?,
+            Some(None) | None => i64::MAX,
+        };
+        let reference = blank(&filter.account);
+        let account = match (account, reference) {
+            (Some(id), _) => Some(id),
+            (None, None) => None,
+            (None, Some(reference)) => {
+                match sql::read(&*self.db, move |tx| resolve_account(tx, "account", &reference)).await {
+                    Ok(Some(id)) => Some(id),
+                    Err(ServiceError::Invalid(mut found)) => {
+                        problems.append(&mut found);
+                        None
+                    }
+                    Err(error) => return Err(error),
+                    Ok(None) => {
+                        problems.push(FieldProblem {
+                            field: "account".into(),
+                            code: "account_not_found",
+                            detail: "no account has this number".into(),
+                        });
+                        None
+                    }
+                }
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        let currency_code = currency.map(|c| c.code().to_owned()).unwrap_or_default();
+        let one_line = filter.one_line_per_operation;
         let rows = sql::read(&*self.db, move |tx| {
             tx.query(
                 "SELECT seq, id, debit_account_id, credit_account_id, amount, currency, kind, state, description, \
                  created_at_us FROM transfers WHERE seq < $1 AND ($2 = 0 OR debit_account_id = $2 OR credit_account_id = $2) \
-                 AND ($3 = '' OR kind = $3) ORDER BY seq DESC LIMIT $4",
+                 AND ($3 = '' OR kind = $3) AND ($4 = '' OR currency = $4) AND amount >= $5 AND amount <= $6 \
+                 AND created_at_us >= $7 AND created_at_us < $8 AND ($10 = 0 OR op NOT IN ('post', 'void')) \
+                 ORDER BY seq DESC LIMIT $9",
                 &[
                     Value::Int(before),
                     Value::Int(account.unwrap_or(0)),
                     Value::from(kind.clone().unwrap_or_default()),
+                    Value::from(currency_code.clone()),
+                    Value::Int(min_minor),
+                    Value::Int(max_minor),
+                    Value::Int(start_us),
+                    Value::Int(end_us),
                     Value::Int(i64::from(limit)),
+                    Value::Int(i64::from(one_line)),
                 ],
             )
         })

@@ -16,6 +16,7 @@ mod customer;
 pub mod i18n;
 mod page;
 mod session;
+mod staff;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub fn router(bank: Bank, options: WebOptions) -> Router {
 pub fn pages(state: WebState) -> Router {
     Router::new()
         .merge(customer::routes())
+        .merge(staff::routes())
         .route("/lang", get(session::switch_language))
         .route_layer(middleware::from_fn_with_state(state.clone(), session::middleware))
         // The static files need no session: served outside the layer.

@@ -81,6 +81,14 @@ impl Ctx {
         self.caller.user.as_ref().is_some_and(|u| u.role.is_staff())
     }
 
+    /// Whether the caller is staff of at least this role (`teller`,
+    /// `manager`, `admin`): the console shows only the sections the
+    /// services would let them use.
+    pub fn staff_at_least(&self, least: &str) -> bool {
+        let least = Role::parse(least).unwrap_or(Role::Admin);
+        self.caller.user.as_ref().is_some_and(|u| u.role.is_staff() && u.role >= least)
+    }
+
     /// The link that switches to language `code` and comes back here.
     pub fn lang_link(&self, code: &str) -> String {
         let back: String = form_urlencoded::byte_serialize(self.here.as_bytes()).collect();

@@ -24,6 +24,8 @@ pub enum Engine {
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const TELLER_PASSWORD: &str = "desk secret phrase 1";
+pub const MANAGER_PASSWORD: &str = "second pair of eyes 2";
+pub const ADMIN_PASSWORD: &str = "keeper of the keys 3";
 
 pub enum Guard {
     Dir(tempfile::TempDir),
@@ -36,6 +38,8 @@ pub struct App {
     pub bank: Bank,
     /// A teller's API token, for cash deposits.
     pub teller: String,
+    /// The TOTP secret (base32) of the staff user `admin`.
+    pub admin_secret: String,
     pub server: tokio::task::JoinHandle<()>,
     pub _guard: Guard,
 }
@@ -86,6 +90,27 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut Settings
     )
     .await
     .unwrap();
+    // A manager (no one-time code) and an admin (always with one), for
+    // the staff console's tests.
+    let mut admin_secret = String::new();
+    for (login, role, password) in [("manager", "manager", MANAGER_PASSWORD), ("admin", "admin", ADMIN_PASSWORD)] {
+        let created = bank
+            .create_staff(
+                &Caller::anonymous("cli"),
+                StaffForm {
+                    login: Some(login.into()),
+                    name: Some(format!("The {role}")),
+                    role: Some(role.into()),
+                    password: Some(password.into()),
+                    totp: Some(false),
+                },
+            )
+            .await
+            .unwrap();
+        if let Some(uri) = created.totp_uri {
+            admin_secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        }
+    }
     let state = kassa_http::AppState {
         bank: bank.clone(),
         metrics: Arc::default(),
@@ -109,7 +134,7 @@ pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut Settings
         .await
         .unwrap();
     let teller = login["access_token"].as_str().unwrap().to_owned();
-    Some(App { engine, base, bank, teller, server, _guard: guard })
+    Some(App { engine, base, bank, teller, admin_secret, server, _guard: guard })
 }
 
 impl App {
@@ -136,6 +161,34 @@ impl App {
         std::fs::write(&path, rates.to_string()).unwrap();
         let recorded = self.bank.poll_rates_file(path.to_str().unwrap()).await.unwrap();
         assert_eq!(recorded, 2, "{:?}", self.engine);
+    }
+
+    /// The admin's one-time code for now.
+    pub fn admin_code(&self) -> String {
+        use kassa_service::crypto::totp;
+        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+            .unwrap();
+        totp::code_at(&totp::base32_decode(&self.admin_secret), now)
+    }
+
+    /// A browser signed in through the sign-in page as staff.
+    pub async fn staff_browser(&self, login: &str) -> Browser {
+        let browser = self.browser("en");
+        let (password, code) = match login {
+            "teller" => (TELLER_PASSWORD, String::new()),
+            "manager" => (MANAGER_PASSWORD, String::new()),
+            _ => (ADMIN_PASSWORD, self.admin_code()),
+        };
+        let page =
+            browser.submit("/login", "/login", &[("login", login), ("password", password), ("totp", &code)]).await;
+        assert!(
+            page.url.ends_with("/staff/customers"),
+            "{:?}: {login} signs in: {} {}",
+            self.engine,
+            page.url,
+            page.body
+        );
+        browser
     }
 
     /// A new browser-like client: cookies kept, redirects followed.
