@@ -26,7 +26,7 @@ use kassa_testkit::postgres::TempPostgres;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use common::process::{FirstAdmin, Finished, Server, read, report, run_kassa, totp_secret_of};
+use common::process::{Finished, FirstAdmin, Server, read, report, run_kassa, totp_secret_of};
 
 /// The most one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);

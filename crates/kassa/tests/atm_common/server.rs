@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use crate::common::process::{Finished, FirstAdmin};
 use crate::common::process::{self, OneShot};
+pub use crate::common::process::{Finished, FirstAdmin};
 
 /// How long a server may take to say it is open on a loaded two-core machine.
 const START_DEADLINE: Duration = Duration::from_secs(60);

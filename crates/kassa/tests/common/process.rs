@@ -63,7 +63,7 @@ pub fn kassa(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 /// Sends the child's standard output and error to files.
-fn into_files(command: &mut Command, stdout: &Path, stderr: &Path) {
+pub fn into_files(command: &mut Command, stdout: &Path, stderr: &Path) {
     command
         .stdout(std::fs::File::create(stdout).expect("a stdout file"))
         .stderr(std::fs::File::create(stderr).expect("a stderr file"));
