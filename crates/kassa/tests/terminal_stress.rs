@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::http::Http;
 use common::process::{self, FirstAdmin, report, run_kassa};
 use kassa_testkit::postgres::TempPostgres;
 use rand::rngs::StdRng;
@@ -154,35 +155,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 // ------------------------------------------------------------------ HTTP
-
-struct Http {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
 
 /// The balances the bank shows the customer, account by account.
 async fn balances(http: &Http, token: &str) -> Vec<(String, String)> {
@@ -478,10 +450,7 @@ async fn stress(database_args: Vec<String>, url: String, engine: &str) {
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = Arc::new(Server::start(dir.path(), &database_args).await);
-    let http = Http {
-        client: reqwest::Client::builder().timeout(REPLY_DEADLINE).no_proxy().build().expect("an HTTP client"),
-        base: server.base.clone(),
-    };
+    let http = Http::new(&server.base, REPLY_DEADLINE);
     let (phone, token) = funded_customer(&server, &http).await;
     let before = balances(&http, &token).await;
 

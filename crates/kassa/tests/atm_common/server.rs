@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::common::http::Http;
 use crate::common::process::{self, OneShot};
 pub use crate::common::process::{Finished, FirstAdmin};
 
@@ -16,6 +17,8 @@ pub use crate::common::process::{Finished, FirstAdmin};
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a one-shot command (`kassa terminal add`, `kassa atm --script`) may run.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+/// The most one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const PIN: &str = "4729";
@@ -38,6 +41,7 @@ pub struct Server {
     process: process::Server,
     pub data_dir: PathBuf,
     pub admin: FirstAdmin,
+    http: Http,
 }
 
 impl Deref for Server {
@@ -54,7 +58,8 @@ impl Server {
         let data = data_dir.to_str().expect("a UTF-8 path");
         let process = process::Server::start_within(dir, "serve", &["--data-dir", data], &[], START_DEADLINE).await;
         let admin = process.admin();
-        Server { process, data_dir, admin }
+        let http = Http::new(&process.base, REQUEST_TIMEOUT);
+        Server { process, data_dir, admin, http }
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -84,26 +89,11 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client");
-        let mut request = client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.http.post(path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client");
-        let response = client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.http.get(path, token).await
     }
 
     /// The first admin's current TOTP code.

@@ -2,4 +2,5 @@
 //! part of it, hence the allowance for unused items.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod process;
