@@ -1135,17 +1135,6 @@ fn ca_connector(data_dir: &Path) -> tokio_rustls::TlsConnector {
 
 // ------------------------------------------------------------ terminals
 
-/// The terminal address and starting clock `kassa serve` printed.
-fn terminal_line(server: &Server) -> (String, u64) {
-    let stdout = read(&server.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("Terminals (ATM protocol over TLS): "))
-        .unwrap_or_else(|| panic!("no terminal line:\n{}", server.describe()));
-    let (address, clock) = line.split_once(", logical clock at ").expect("address, clock");
-    (address.to_owned(), clock.trim().parse().expect("a clock"))
-}
-
 /// One terminal connection: frames out, replies in, the reply's clock.
 struct TerminalLine {
     stream: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
@@ -1194,7 +1183,7 @@ async fn terminal_clock_survives_sigkill(engine: Engine) {
         let (terminal_id, key) = (field("id: ").parse::<i64>().expect("an id"), field("key: "));
 
         let server = Server::start(dir.path(), "first", &database.args(), &[]).await;
-        let (address, started_at) = terminal_line(&server);
+        let (address, started_at) = (server.terminal.clone(), server.clock);
         let mut line = TerminalLine::connect(&data_dir, &address).await;
         let hello = line
             .call(0, "hello", json!({"protocol_version": 1, "terminal_id": terminal_id, "terminal_key": key}))
@@ -1215,7 +1204,7 @@ async fn terminal_clock_survives_sigkill(engine: Engine) {
         killed.kill();
 
         let server = Server::start(dir.path(), "second", &database.args(), &[]).await;
-        let (address, restarted_at) = terminal_line(&server);
+        let (address, restarted_at) = (server.terminal.clone(), server.clock);
         assert!(restarted_at > highest, "restarted at {restarted_at}, but {highest} was sent before the kill");
         let mut line = TerminalLine::connect(&data_dir, &address).await;
         let reply = line.call(0, "ping", json!({})).await;

@@ -340,23 +340,19 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM and waits for the server to drain and exit.
-    pub async fn stop(self) -> Finished {
-        self.stop_within(STOP_DEADLINE).await
-    }
-
-    /// [`Server::stop`] with its own deadline.
-    pub async fn stop_within(mut self, deadline: Duration) -> Finished {
+    /// Sends SIGTERM and waits (at most [`STOP_DEADLINE`]) for the server
+    /// to drain and exit.
+    pub async fn stop(mut self) -> Finished {
         let pid = self.child.id().to_string();
         let signalled = Command::new("kill").args(["-TERM", &pid]).status().expect("kill(1) runs");
         assert!(signalled.success(), "kill -TERM {pid} failed: {signalled}");
-        let until = Instant::now() + deadline;
+        let until = Instant::now() + STOP_DEADLINE;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("the child can be polled") {
                 break status;
             }
             if Instant::now() >= until {
-                panic!("{} still running {} s after SIGTERM:\n{}", self.name, deadline.as_secs(), self.describe());
+                panic!("{} still running {} s after SIGTERM:\n{}", self.name, STOP_DEADLINE.as_secs(), self.describe());
             }
             tokio::time::sleep(POLL).await;
         };
