@@ -9,6 +9,8 @@
 #[allow(dead_code, unreachable_pub)]
 mod atm;
 
+mod common;
+
 #[path = "atm_common/server.rs"]
 #[allow(dead_code)]
 mod server;
@@ -65,7 +67,7 @@ async fn script(
     args.extend_from_slice(extra);
     args.extend(["--script", path.to_str().unwrap()]);
     let finished = run(&server.dir, name, &args, env, None).await;
-    for secret in [PASSWORD, server.admin_password.as_str()] {
+    for secret in [PASSWORD, server.admin.password.as_str()] {
         assert!(!finished.stdout.contains(secret) && !finished.stderr.contains(secret), "{name} printed a secret");
     }
     assert!(!shows_pin(&finished.stdout, PIN) && !shows_pin(&finished.stderr, PIN), "{name} printed the PIN");
@@ -100,7 +102,7 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
         "logout",
     ]);
     let done = script(&server, "customer", &all, Some(&terminal), &[], &env).await;
-    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(done.code(), Some(0), "{done:?}");
     let out = &done.stdout;
     // Shown with --nocapture: what a script run looks like.
     eprintln!("{out}");
@@ -121,7 +123,7 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
     // An overdraft is refused, stops the script, and exits 1.
     let overdraft = lines(&[&format!("login card {} pin-env ATM_PIN", anna.card), "withdraw 1000.00", "balance"]);
     let done = script(&server, "overdraft", &overdraft, Some(&terminal), &[], &env).await;
-    assert_eq!(done.code, Some(1), "{done:?}");
+    assert_eq!(done.code(), Some(1), "{done:?}");
     assert!(done.stdout.contains("withdraw: refused: Insufficient funds"), "{}", done.stdout);
     assert!(done.stdout.contains("[insufficient_funds]"), "{}", done.stdout);
     assert!(!done.stdout.contains("balance: account"), "the script stopped: {}", done.stdout);
@@ -130,7 +132,7 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
     // A wrong PIN says so, with the tries left.
     let wrong = lines(&[&format!("login card {} pin-env ATM_PIN", anna.card)]);
     let done = script(&server, "wrong-pin", &wrong, Some(&terminal), &[], &[("ATM_PIN", "0000")]).await;
-    assert_eq!(done.code, Some(1), "{done:?}");
+    assert_eq!(done.code(), Some(1), "{done:?}");
     assert!(
         done.stdout.contains("login: refused: Wrong PIN.") && done.stdout.contains("[pin_wrong]"),
         "{}",
@@ -140,7 +142,7 @@ async fn a_card_customer_does_everything_from_a_registered_terminal() {
 
     // --json prints the frames as they came, one a line.
     let done = script(&server, "json", &overdraft, Some(&terminal), &["--json", "--keep-going"], &env).await;
-    assert_eq!(done.code, Some(1), "{done:?}");
+    assert_eq!(done.code(), Some(1), "{done:?}");
     let frames: Vec<Value> = done.stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     let oks: Vec<bool> = frames.iter().map(|frame| frame["ok"].as_bool().unwrap()).collect();
     assert_eq!(oks, [true, true, false, true], "{}", done.stdout);
@@ -166,7 +168,7 @@ async fn phone_sign_in_works_anywhere_and_cards_need_a_terminal() {
         "balance",
     ]);
     let done = script(&server, "phone", &steps, None, &["--keep-going"], &env).await;
-    assert_eq!(done.code, Some(1), "{done:?}");
+    assert_eq!(done.code(), Some(1), "{done:?}");
     let out = &done.stdout;
     assert!(out.contains("login: refused: This needs a registered ATM"), "{out}");
     assert!(out.contains("[terminal_required]"), "{out}");
@@ -182,7 +184,7 @@ async fn phone_sign_in_works_anywhere_and_cards_need_a_terminal() {
     let ca = server.ca();
     let args = ["atm", "--connect", &server.terminal, "--ca-cert", ca.to_str().unwrap(), "--keep-going"];
     let piped = run(&server.dir, "phone-stdin", &args, &env, Some(&input)).await;
-    assert_eq!(piped.code, Some(1), "{piped:?}");
+    assert_eq!(piped.code(), Some(1), "{piped:?}");
     let strip = |text: &str| {
         text.lines().map(|line| line.split_once("] ").map_or(line, |(_, rest)| rest).to_owned()).collect::<Vec<_>>()
     };
@@ -209,7 +211,7 @@ async fn a_staff_session_in_a_script() {
     assert_eq!(status, 201, "{spare}");
     let spare = spare["number"].as_str().unwrap().to_owned();
     let totp = server.admin_totp();
-    let env = [("ATM_ADMIN", server.admin_password.as_str()), ("ATM_TOTP", totp.as_str())];
+    let env = [("ATM_ADMIN", server.admin.password.as_str()), ("ATM_TOTP", totp.as_str())];
     let steps = lines(&[
         "login staff admin password-env ATM_ADMIN totp-env ATM_TOTP",
         "customers Ivanova",
@@ -229,7 +231,7 @@ async fn a_staff_session_in_a_script() {
     assert!(out.contains("transactions: "), "{out}");
     assert!(out.contains("balance: refused: Only customers can do this. [customers_only]"), "{out}");
     assert!(out.contains("logout: signed out"), "{out}");
-    assert_eq!(done.code, Some(1), "one refusal (balance by staff): {done:?}");
+    assert_eq!(done.code(), Some(1), "one refusal (balance by staff): {done:?}");
     assert_clocks_increase(out);
 }
 
@@ -285,12 +287,12 @@ async fn trust_on_first_use_against_the_real_server() {
         path.to_str().unwrap(),
     ];
     let first = run(dir.path(), "tofu-1", &args, &[], None).await;
-    assert_eq!(first.code, Some(0), "{first:?}");
+    assert_eq!(first.code(), Some(0), "{first:?}");
     assert!(first.stderr.contains("trusting") && first.stderr.contains("on first use"), "{first:?}");
     let pinned = std::fs::read_to_string(config.join("kassa").join("known_terminals")).unwrap();
     assert!(pinned.starts_with(&format!("{} sha256:", server.terminal)), "{pinned}");
     let second = run(dir.path(), "tofu-2", &args, &[], None).await;
-    assert_eq!(second.code, Some(0), "{second:?}");
+    assert_eq!(second.code(), Some(0), "{second:?}");
     assert!(!second.stderr.contains("trusting"), "{second:?}");
     // A pin that does not match is refused with a clear message.
     std::fs::write(
@@ -299,7 +301,7 @@ async fn trust_on_first_use_against_the_real_server() {
     )
     .unwrap();
     let third = run(dir.path(), "tofu-3", &args, &[], None).await;
-    assert_eq!(third.code, Some(2), "{third:?}");
+    assert_eq!(third.code(), Some(2), "{third:?}");
     assert!(third.stderr.contains("may be an impostor"), "{third:?}");
 }
 
@@ -419,7 +421,7 @@ async fn a_staff_session_on_the_screen() {
     story::press(&mut app, &mut bank, "2").await;
     story::press(&mut app, &mut bank, "admin").await;
     story::enter(&mut app, &mut bank).await;
-    story::press(&mut app, &mut bank, &server.admin_password).await;
+    story::press(&mut app, &mut bank, &server.admin.password).await;
     story::enter(&mut app, &mut bank).await;
     let totp = server.admin_totp();
     story::press(&mut app, &mut bank, &totp).await;
@@ -470,7 +472,7 @@ async fn a_staff_session_on_the_screen() {
     assert!(goodbye.contains("You are signed out"), "{goodbye}");
     screens.extend([found, opened, closed, transactions, goodbye]);
     for screen in &screens {
-        assert!(!screen.contains(&server.admin_password), "the password was drawn:\n{screen}");
+        assert!(!screen.contains(&server.admin.password), "the password was drawn:\n{screen}");
         assert!(!screen.contains(&totp), "the one-time code was drawn:\n{screen}");
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "a test fails by panicking")]
 
+mod common;
+
 #[path = "atm_common/server.rs"]
 #[allow(dead_code)]
 mod server;
@@ -13,7 +15,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use server::{KASSA, PIN, Server, customer_with_card, http_balance, shows_pin};
+use common::process::KASSA;
+use server::{PIN, Server, customer_with_card, http_balance, shows_pin};
 
 /// How long a screen may take to show what is expected; far above what it
 /// needs, far below a hung test.
@@ -124,7 +127,7 @@ async fn a_person_at_the_atm_in_tmux() {
     args.extend_from_slice(&connect);
     args.extend(["--script", script.to_str().unwrap()]);
     let funded = server::run(dir.path(), "fund", &args, &[("ATM_PIN", PIN)], None).await;
-    assert_eq!(funded.code, Some(0), "{funded:?}");
+    assert_eq!(funded.code(), Some(0), "{funded:?}");
 
     let shell = format!(
         "env XDG_CONFIG_HOME={} {KASSA} atm {} --show-clock; echo \"atm exited $?\"; sleep 600",

@@ -10,14 +10,16 @@
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use common::process::{Finished, into_files, kassa, read, tail};
 use kassa_testkit::postgres::TempPostgres;
 use serde_json::Value;
 
-const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 /// The most any group of children may take; far above what they need on a
 /// loaded two-core machine, far below a hung test.
 const CHILDREN_DEADLINE: Duration = Duration::from_secs(90);
@@ -31,44 +33,18 @@ struct Running {
     stderr: PathBuf,
 }
 
-/// What a child left behind.
-struct Finished {
-    name: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!("{}: {}\n--- stdout\n{}--- stderr\n{}", self.name, self.status, self.stdout, tail(&self.stderr))
-    }
-
-    /// The JSON summary the dev workloads print as their last stdout line.
-    fn summary(&self) -> Value {
-        let line = self.stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line).unwrap_or_else(|error| panic!("no JSON summary ({error}):\n{}", self.describe()))
-    }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(30);
-    lines[start..].iter().map(|line| format!("{line}\n")).collect()
+/// The JSON summary the dev workloads print as their last stdout line.
+fn summary(finished: &Finished) -> Value {
+    let line = finished.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|error| panic!("no JSON summary ({error}):\n{}", finished.describe()))
 }
 
 fn spawn(dir: &Path, name: &str, args: &[&str]) -> Running {
     let stdout = dir.join(format!("{name}.out"));
     let stderr = dir.join(format!("{name}.err"));
-    let child = Command::new(KASSA)
-        .args(args)
-        .env_remove("KASSA_DATABASE_URL")
-        .env_remove("KASSA_DATA_DIR")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("a stderr file"))
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+    let mut command = kassa(dir, args, &[]);
+    into_files(&mut command, &stdout, &stderr);
+    let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
     Running { name: name.to_owned(), child, stdout, stderr }
 }
 
@@ -89,8 +65,7 @@ async fn wait_all(mut running: Vec<Running>) -> Vec<Finished> {
                 if child.child.try_wait().ok().flatten().is_none() {
                     let _ = child.child.kill();
                     let _ = child.child.wait();
-                    let stderr = std::fs::read_to_string(&child.stderr).unwrap_or_default();
-                    overdue.push(format!("{} (stderr: {})", child.name, tail(&stderr)));
+                    overdue.push(format!("{} (stderr: {})", child.name, tail(&read(&child.stderr), 30)));
                 }
             }
             panic!("still running after {} s, killed: {}", CHILDREN_DEADLINE.as_secs(), overdue.join("; "));
@@ -103,8 +78,8 @@ async fn wait_all(mut running: Vec<Running>) -> Vec<Finished> {
         .map(|(child, status)| Finished {
             name: child.name,
             status: status.expect("every child finished"),
-            stdout: std::fs::read_to_string(&child.stdout).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&child.stderr).unwrap_or_default(),
+            stdout: read(&child.stdout),
+            stderr: read(&child.stderr),
         })
         .collect()
 }
@@ -161,7 +136,7 @@ async fn bank(url: &str, dir: &Path) {
     let mut transferred = 0;
     for child in &finished {
         assert!(child.status.success(), "a bank process failed:\n{}", child.describe());
-        let summary = child.summary();
+        let summary = summary(child);
         assert_eq!(number(&summary, "violations", child), 0, "{}", child.describe());
         assert!(number(&summary, "reads", child) > 0, "the readers never read:\n{}", child.describe());
         transferred += number(&summary, "ok", child);
@@ -203,7 +178,7 @@ async fn race(url: &str, dir: &Path) {
     let mut wins = 0;
     for child in &finished {
         assert!(child.status.success(), "a racing process failed:\n{}", child.describe());
-        let summary = child.summary();
+        let summary = summary(child);
         assert_eq!(number(&summary, "violations", child), 0, "{}", child.describe());
         wins += number(&summary, "wins", child);
     }

@@ -10,93 +10,28 @@
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kassa_service::crypto::totp;
+use common::process::{Server, read, report};
 use kassa_testkit::receivers::SmsReceiver;
 use serde_json::{Value, json};
 
-const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
-const START_DEADLINE: Duration = Duration::from_secs(30);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 const KILLS: usize = 10;
 const PASSWORD: &str = "correct horse battery";
 
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// A running `kassa serve`; killed when dropped.
-struct Server {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    base: String,
-}
-
-impl Server {
-    async fn start(dir: &Path, round: usize, config: &Path, database: &[String]) -> Server {
-        let stdout = dir.join(format!("serve-{round}.out"));
-        let stderr = dir.join(format!("serve-{round}.err"));
-        let mut command = Command::new(KASSA);
-        command.current_dir(dir);
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
-                command.env_remove(&key);
-            }
-        }
-        let data = dir.join("data");
-        command
-            .args([OsStr::new("serve"), OsStr::new("--listen"), OsStr::new("127.0.0.1:0")])
-            .args([OsStr::new("--terminal-listen"), OsStr::new("127.0.0.1:0")])
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(database)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
-        let child = command.spawn().expect("kassa serve starts");
-        let mut server = Server { child, stdout, stderr, base: String::new() };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let out = read(&server.stdout);
-            if let Some(base) = out
-                .lines()
-                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
-                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
-            {
-                server.base = base;
-                return server;
-            }
-            if let Some(status) = server.child.try_wait().expect("the child can be polled") {
-                panic!("kassa serve exited ({status}):\n{out}\n{}", read(&server.stderr));
-            }
-            assert!(Instant::now() < deadline, "kassa serve was not open in time:\n{out}\n{}", read(&server.stderr));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts round `round`'s `kassa serve` with the test's configuration,
+/// data directory and database.
+async fn start(dir: &Path, round: usize, config: &Path, database: &[String]) -> Server {
+    let data = dir.join("data");
+    let mut args = vec!["--config", config.to_str().expect("a UTF-8 path"), "--data-dir"];
+    args.push(data.to_str().expect("a UTF-8 path"));
+    args.extend(database.iter().map(String::as_str));
+    Server::start(dir, &format!("serve-{round}"), &args, &[]).await
 }
 
 struct Http {
@@ -130,11 +65,6 @@ impl Http {
         assert!((200..300).contains(&status), "{path}: {status} {answer}");
         answer
     }
-}
-
-fn totp_code(secret: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    totp::code_at(&totp::base32_decode(secret), i64::try_from(now).expect("fits"))
 }
 
 /// The bank's database, read behind the server's back.
@@ -254,25 +184,15 @@ async fn scenario(engine: Engine, mode: Mode) {
     let http = Http { client: reqwest::Client::new() };
     let started = Instant::now();
 
-    let mut server = Server::start(dir.path(), 0, &config, &database).await;
-    let out = read(&server.stdout);
-    let admin_password = out
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("First admin created: login `admin`, password ").map(|p| p.trim().to_owned())
-        })
-        .expect("the first admin's password");
-    let secret = out
-        .lines()
-        .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned()))
-        .expect("the first admin's TOTP secret");
+    let mut server = start(dir.path(), 0, &config, &database).await;
+    let first_admin = server.admin();
     let admin = http
         .post_ok(
             &server.base,
             "/api/v1/auth/login",
             None,
-            &json!({"login": "admin", "password": admin_password,
-              "totp": totp_code(&secret)}),
+            &json!({"login": "admin", "password": first_admin.password,
+              "totp": first_admin.totp()}),
         )
         .await["access_token"]
         .as_str()
@@ -332,7 +252,7 @@ async fn scenario(engine: Engine, mode: Mode) {
     };
     let second = match mode {
         Mode::Kills => None,
-        Mode::TwoNodes => Some(Server::start(dir.path(), 100, &config, &database).await),
+        Mode::TwoNodes => Some(start(dir.path(), 100, &config, &database).await),
     };
     let rounds = if mode == Mode::Kills { KILLS } else { 1 };
     // The bank's database, read behind the server's back.
@@ -387,7 +307,7 @@ async fn scenario(engine: Engine, mode: Mode) {
             server.kill();
             let (_, waiting, undelivered) = db.outbox().await;
             interrupted.push(waiting + undelivered);
-            server = Server::start(dir.path(), round, &config, &database).await;
+            server = start(dir.path(), round, &config, &database).await;
         }
     }
     if mode == Mode::Kills {

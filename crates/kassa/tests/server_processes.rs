@@ -13,11 +13,11 @@
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,14 +26,8 @@ use kassa_testkit::postgres::TempPostgres;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
-/// How long a server may take to print that it is open: far above what it
-/// needs on a loaded two-core machine, far below a hung test.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a server may take to drain and exit after SIGTERM.
-const STOP_DEADLINE: Duration = Duration::from_secs(15);
-/// How long a one-shot command (`kassa audit verify`, `kassa check`) may run.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+use common::process::{Finished, FirstAdmin, Server, read, report, run_kassa, totp_secret_of};
+
 /// The most one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The most a whole test may take; past it the test fails (and its children
@@ -46,216 +40,6 @@ const REVOCATION_MAX: Duration = Duration::from_secs(1);
 const REVOCATION_GIVE_UP: Duration = Duration::from_secs(5);
 
 const PASSWORD: &str = "correct horse battery";
-
-// ------------------------------------------------------------ processes
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    let start = all.len().saturating_sub(lines);
-    all[start..].iter().map(|line| format!("{line}\n")).collect()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Writes straight to the process's stderr: the test harness captures
-/// `eprintln!`, and the measured figures should be seen on every run.
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-/// A `kassa` command with a clean environment: no inherited `KASSA_*`
-/// setting (a developer's shell may have some), run in `dir` so that no
-/// stray `./kassa.toml` is read.
-fn kassa(dir: &Path, args: &[&str], env: &[(&str, &str)], stdout: &Path, stderr: &Path) -> Command {
-    let mut command = Command::new(KASSA);
-    command.args(args).current_dir(dir);
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
-            command.env_remove(&key);
-        }
-    }
-    command.envs(env.iter().map(|(key, value)| (OsStr::new(key), OsStr::new(value))));
-    command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(stdout).expect("a stdout file"))
-        .stderr(std::fs::File::create(stderr).expect("a stderr file"));
-    command
-}
-
-/// The first admin's credentials, as `kassa serve` prints them once.
-#[derive(Clone)]
-struct FirstAdmin {
-    password: String,
-    /// Base32, as in the otpauth URI.
-    totp_secret: String,
-}
-
-/// A running `kassa serve`; killed when dropped.
-struct Server {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    /// `http://127.0.0.1:PORT`
-    base: String,
-    admin: Option<FirstAdmin>,
-}
-
-/// What a stopped server or a finished command left behind.
-struct Finished {
-    name: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "{}: {}\n--- stdout\n{}--- stderr (tail)\n{}",
-            self.name,
-            self.status,
-            tail(&self.stdout, 40),
-            tail(&self.stderr, 30)
-        )
-    }
-}
-
-impl Server {
-    /// Starts `kassa serve ARGS --listen 127.0.0.1:0` and waits until it
-    /// prints that it is open.
-    async fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let stdout = dir.join(format!("{name}.out"));
-        let stderr = dir.join(format!("{name}.err"));
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--terminal-listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        let child = kassa(dir, &all, env, &stdout, &stderr)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        let mut server = Server { name: name.to_owned(), child, stdout, stderr, base: String::new(), admin: None };
-        server.wait_until_open().await;
-        server
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} (pid {})\n--- stdout\n{}--- stderr (tail)\n{}",
-            self.name,
-            self.child.id(),
-            tail(&read(&self.stdout), 40),
-            tail(&read(&self.stderr), 30)
-        )
-    }
-
-    async fn wait_until_open(&mut self) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let stdout = read(&self.stdout);
-            if let Some(base) = stdout
-                .lines()
-                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
-                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()))
-            {
-                assert!(
-                    base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"),
-                    "{}: not on loopback: {base}",
-                    self.name
-                );
-                self.base = base;
-                self.admin = first_admin(&stdout);
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
-                panic!("{} exited ({status}) before it was open:\n{}", self.name, self.describe());
-            }
-            if Instant::now() >= deadline {
-                panic!("{} was not open after {} s:\n{}", self.name, START_DEADLINE.as_secs(), self.describe());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn admin(&self) -> FirstAdmin {
-        self.admin.clone().unwrap_or_else(|| panic!("{} created no first admin:\n{}", self.name, self.describe()))
-    }
-
-    /// Sends SIGTERM and waits for the server to drain and exit.
-    async fn stop(mut self) -> Finished {
-        let pid = self.child.id().to_string();
-        let signalled = Command::new("kill").args(["-TERM", &pid]).status().expect("kill(1) runs");
-        assert!(signalled.success(), "kill -TERM {pid} failed: {signalled}");
-        let deadline = Instant::now() + STOP_DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                panic!("{} still running {} s after SIGTERM:\n{}", self.name, STOP_DEADLINE.as_secs(), self.describe());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        Finished { name: self.name.clone(), status, stdout: read(&self.stdout), stderr: read(&self.stderr) }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The first admin's password and TOTP secret from a first start's stdout.
-fn first_admin(stdout: &str) -> Option<FirstAdmin> {
-    let password = stdout.lines().find_map(|line| {
-        line.strip_prefix("First admin created: login `admin`, password ").map(|rest| rest.trim().to_owned())
-    })?;
-    let totp_secret = stdout
-        .lines()
-        .find_map(|line| line.split_once("otpauth://").map(|(_, uri)| uri.to_owned()))
-        .and_then(|uri| totp_secret_of(&uri))?;
-    Some(FirstAdmin { password, totp_secret })
-}
-
-/// The base32 secret of an otpauth URI.
-fn totp_secret_of(uri: &str) -> Option<String> {
-    let secret = uri.split_once("secret=")?.1.split('&').next()?;
-    (!secret.is_empty()).then(|| secret.to_owned())
-}
-
-/// Runs a one-shot `kassa` command to its end, killing it past the deadline.
-async fn run_kassa(dir: &Path, name: &str, args: &[&str]) -> Finished {
-    let stdout = dir.join(format!("{name}.out"));
-    let stderr = dir.join(format!("{name}.err"));
-    let mut child =
-        kassa(dir, args, &[], &stdout, &stderr).spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-    let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child can be polled") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{name} still running after {} s, killed:\n{}{}",
-                COMMAND_DEADLINE.as_secs(),
-                read(&stdout),
-                tail(&read(&stderr), 30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    Finished { name: name.to_owned(), status, stdout: read(&stdout), stderr: read(&stderr) }
-}
 
 // ----------------------------------------------------------- databases
 
@@ -1351,17 +1135,6 @@ fn ca_connector(data_dir: &Path) -> tokio_rustls::TlsConnector {
 
 // ------------------------------------------------------------ terminals
 
-/// The terminal address and starting clock `kassa serve` printed.
-fn terminal_line(server: &Server) -> (String, u64) {
-    let stdout = read(&server.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("Terminals (ATM protocol over TLS): "))
-        .unwrap_or_else(|| panic!("no terminal line:\n{}", server.describe()));
-    let (address, clock) = line.split_once(", logical clock at ").expect("address, clock");
-    (address.to_owned(), clock.trim().parse().expect("a clock"))
-}
-
 /// One terminal connection: frames out, replies in, the reply's clock.
 struct TerminalLine {
     stream: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
@@ -1410,7 +1183,7 @@ async fn terminal_clock_survives_sigkill(engine: Engine) {
         let (terminal_id, key) = (field("id: ").parse::<i64>().expect("an id"), field("key: "));
 
         let server = Server::start(dir.path(), "first", &database.args(), &[]).await;
-        let (address, started_at) = terminal_line(&server);
+        let (address, started_at) = (server.terminal.clone(), server.clock);
         let mut line = TerminalLine::connect(&data_dir, &address).await;
         let hello = line
             .call(0, "hello", json!({"protocol_version": 1, "terminal_id": terminal_id, "terminal_key": key}))
@@ -1428,11 +1201,10 @@ async fn terminal_clock_survives_sigkill(engine: Engine) {
         let highest = reply["clock"].as_u64().expect("a clock");
         assert!(highest > far, "{reply}");
         let mut killed = server;
-        killed.child.kill().expect("SIGKILL");
-        let _ = killed.child.wait();
+        killed.kill();
 
         let server = Server::start(dir.path(), "second", &database.args(), &[]).await;
-        let (address, restarted_at) = terminal_line(&server);
+        let (address, restarted_at) = (server.terminal.clone(), server.clock);
         assert!(restarted_at > highest, "restarted at {restarted_at}, but {highest} was sent before the kill");
         let mut line = TerminalLine::connect(&data_dir, &address).await;
         let reply = line.call(0, "ping", json!({})).await;

@@ -26,14 +26,16 @@
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test fails by panicking, with the reason in the message")]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use kassa_service::crypto::totp;
+use common::http::Http;
+use common::process::{self, FirstAdmin, report, run_kassa};
 use kassa_testkit::postgres::TempPostgres;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -45,10 +47,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
 const PASSWORD: &str = "correct horse battery";
-/// Far above what a start needs on a loaded two-core machine.
-const START_DEADLINE: Duration = Duration::from_secs(30);
 /// The most a whole stress run may take before it counts as hung.
 const TEST_DEADLINE: Duration = Duration::from_secs(240);
 /// The most any one reply may take: a good client left without an answer
@@ -82,146 +81,55 @@ fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
-/// Writes straight to the process's stderr so the figures show on every run.
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 /// One stress run at a time in this binary: two at once on two cores would
 /// measure each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ------------------------------------------------------------ the server
 
-/// A running `kassa serve`, killed when dropped.
+/// A running `kassa serve` (logging at WARN) and a TLS connector that
+/// trusts its certificate; the process is killed when dropped.
 struct Server {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    /// `http://127.0.0.1:PORT`
-    base: String,
-    /// The terminal port, `127.0.0.1:PORT`.
-    terminals: String,
-    admin_password: String,
-    admin_totp: String,
+    process: process::Server,
+    admin: FirstAdmin,
     connector: TlsConnector,
+}
+
+impl Deref for Server {
+    type Target = process::Server;
+
+    fn deref(&self) -> &process::Server {
+        &self.process
+    }
+}
+
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut process::Server {
+        &mut self.process
+    }
 }
 
 impl Server {
     async fn start(dir: &Path, database_args: &[String]) -> Server {
         let data_dir = dir.join("data");
-        let stdout = dir.join("serve.out");
-        let stderr = dir.join("serve.err");
-        let mut command = Command::new(KASSA);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--terminal-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(database_args)
-            .current_dir(dir);
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("KASSA_LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
-        let child = command.spawn().expect("kassa serve starts");
-        let mut server = Server {
-            child,
-            stdout,
-            stderr,
-            base: String::new(),
-            terminals: String::new(),
-            admin_password: String::new(),
-            admin_totp: String::new(),
-            connector: TlsConnector::from(Arc::new(client_config(&[]))),
-        };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let out = read(&server.stdout);
-            let base = out.lines().find_map(|line| {
-                line.split_once(" is open: ")
-                    .and_then(|(_, rest)| rest.split_once("/api/v1"))
-                    .map(|(b, _)| b.to_owned())
-            });
-            let terminals = out.lines().find_map(|line| {
-                line.strip_prefix("Terminals (ATM protocol over TLS): ")
-                    .and_then(|rest| rest.split_once(','))
-                    .map(|(address, _)| address.trim().to_owned())
-            });
-            if let (Some(base), Some(terminals)) = (base, terminals) {
-                server.base = base;
-                server.terminals = terminals;
-                server.admin_password = out
-                    .lines()
-                    .find_map(|line| line.strip_prefix("First admin created: login `admin`, password "))
-                    .map(|rest| rest.trim().to_owned())
-                    .unwrap_or_else(|| panic!("no first admin password:\n{}", server.describe()));
-                server.admin_totp = out
-                    .lines()
-                    .find_map(|line| {
-                        line.split_once("secret=").map(|(_, rest)| rest.split('&').next().map(str::to_owned))
-                    })
-                    .flatten()
-                    .unwrap_or_else(|| panic!("no first admin TOTP secret:\n{}", server.describe()));
-                break;
-            }
-            if let Some(status) = server.child.try_wait().expect("the child can be polled") {
-                panic!("kassa serve exited ({status}) before it was open:\n{}", server.describe());
-            }
-            assert!(Instant::now() < deadline, "kassa serve not open after 30 s:\n{}", server.describe());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut args = vec!["--data-dir", data_dir.to_str().expect("a UTF-8 path")];
+        args.extend(database_args.iter().map(String::as_str));
+        let process = process::Server::start(dir, "serve", &args, &[("KASSA_LOG_LEVEL", "warn")]).await;
+        let admin = process.admin();
         let ca = std::fs::read(data_dir.join("tls").join("ca.pem")).expect("tls/ca.pem is readable");
-        server.connector = TlsConnector::from(Arc::new(client_config(&ca)));
-        server
-    }
-
-    fn describe(&self) -> String {
-        let err = read(&self.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(30).collect();
-        format!(
-            "kassa serve (pid {})\n--- stdout\n{}--- stderr (tail)\n{}",
-            self.child.id(),
-            read(&self.stdout),
-            tail.into_iter().rev().map(|line| format!("{line}\n")).collect::<String>()
-        )
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+        let connector = TlsConnector::from(Arc::new(client_config(&ca)));
+        Server { process, admin, connector }
     }
 
     async fn tls(&self) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(&self.terminals).await?;
+        let tcp = TcpStream::connect(&self.terminal).await?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("localhost").expect("a server name");
         self.connector.connect(name, tcp).await
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A client configuration trusting the PEM certificates in `ca` (none for
-/// the placeholder used before the server has written its CA).
+/// A client configuration trusting the PEM certificates in `ca`.
 fn client_config(ca: &[u8]) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca) {
@@ -248,35 +156,6 @@ fn rss_kib(pid: u32) -> u64 {
 
 // ------------------------------------------------------------------ HTTP
 
-struct Http {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
 /// The balances the bank shows the customer, account by account.
 async fn balances(http: &Http, token: &str) -> Vec<(String, String)> {
     let (status, body) = http.get("/api/v1/accounts", token).await;
@@ -290,11 +169,6 @@ async fn balances(http: &Http, token: &str) -> Vec<(String, String)> {
         .collect();
     assert!(!found.is_empty(), "the customer has no accounts: {body}");
     found
-}
-
-fn totp_now(secret: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970").as_secs();
-    totp::code_at(&totp::base32_decode(secret), i64::try_from(now).expect("seconds fit an i64"))
 }
 
 /// A customer with a BYN current account holding 250.00: their phone and
@@ -311,7 +185,7 @@ async fn funded_customer(server: &Server, http: &Http) -> (String, String) {
     let form = json!({"kind": "current", "currency": "BYN", "consents": [{"document": "terms", "version": "2026-01"}]});
     let (status, account) = http.post("/api/v1/accounts", Some(&token), &form).await;
     assert_eq!(status, 201, "opening an account: {account}");
-    let login = json!({"login": "admin", "password": server.admin_password, "totp": totp_now(&server.admin_totp)});
+    let login = json!({"login": "admin", "password": server.admin.password, "totp": server.admin.totp()});
     let (status, admin) = http.post("/api/v1/auth/login", None, &login).await;
     assert_eq!(status, 200, "the admin's login: {admin}");
     let admin = admin["access_token"].as_str().expect("the admin's token");
@@ -576,10 +450,7 @@ async fn stress(database_args: Vec<String>, url: String, engine: &str) {
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = Arc::new(Server::start(dir.path(), &database_args).await);
-    let http = Http {
-        client: reqwest::Client::builder().timeout(REPLY_DEADLINE).no_proxy().build().expect("an HTTP client"),
-        base: server.base.clone(),
-    };
+    let http = Http::new(&server.base, REPLY_DEADLINE);
     let (phone, token) = funded_customer(&server, &http).await;
     let before = balances(&http, &token).await;
 
@@ -622,7 +493,7 @@ async fn stress(database_args: Vec<String>, url: String, engine: &str) {
     let mut idle_sockets = Vec::with_capacity(idle);
     let mut idle_tls = Vec::with_capacity(idle);
     for n in 0..idle {
-        let tcp = TcpStream::connect(&server.terminals).await.expect("an idle socket connects");
+        let tcp = TcpStream::connect(&server.terminal).await.expect("an idle socket connects");
         if n % 2 == 0 {
             idle_sockets.push(tcp);
         } else {
@@ -716,19 +587,8 @@ async fn stress(database_args: Vec<String>, url: String, engine: &str) {
         "the server's memory grew from {rss_before} KiB to {rss_peak} KiB under load"
     );
     assert_eq!(balances(&http, &token).await, before, "a balance changed under the hostile load");
-    let check = Command::new(KASSA)
-        .args(["check", "--database-url", &url])
-        .current_dir(dir.path())
-        .env_remove("KASSA_DATABASE_URL")
-        .output()
-        .expect("kassa check runs");
-    assert!(
-        check.status.success(),
-        "kassa check after the load: {}\n{}{}",
-        check.status,
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = run_kassa(dir.path(), "check", &["check", "--database-url", &url]).await;
+    assert!(check.status.success(), "kassa check after the load:\n{}", check.describe());
     drop(server);
 }
 
@@ -774,7 +634,7 @@ async fn a_plaintext_client_gets_no_application_data() {
             &b"{\"id\":1,\"clock\":1,\"op\":\"hello\",\"protocol_version\":1}\n"[..],
             &b"{\"id\":1,\"op\":\"ping\"}\n"[..],
         ] {
-            let mut tcp = TcpStream::connect(&server.terminals).await.expect("the terminal port accepts");
+            let mut tcp = TcpStream::connect(&server.terminal).await.expect("the terminal port accepts");
             tcp.write_all(frame).await.expect("the frame is sent");
             let mut bytes = Vec::new();
             let read = tokio::time::timeout(REPLY_DEADLINE, tcp.read_to_end(&mut bytes)).await;

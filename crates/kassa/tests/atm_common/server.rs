@@ -3,18 +3,22 @@
 //! a PIN, for the ATM client's tests. Every child writes to files, is
 //! bounded in time and is killed when its handle drops.
 
-use std::ffi::OsStr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub const KASSA: &str = env!("CARGO_BIN_EXE_kassa");
+use crate::common::http::Http;
+use crate::common::process::{self, OneShot};
+pub use crate::common::process::{Finished, FirstAdmin};
+
 /// How long a server may take to say it is open on a loaded two-core machine.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a one-shot command (`kassa terminal add`, `kassa atm --script`) may run.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+/// The most one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const PIN: &str = "4729";
@@ -26,154 +30,36 @@ pub fn shows_pin(text: &str, pin: &str) -> bool {
     text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == pin)
 }
 
-pub fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// A `kassa` command without any inherited `KASSA_*` setting, run in `dir`.
-pub fn kassa(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(KASSA);
-    command.args(args).current_dir(dir);
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_none_or(|key| key.starts_with("KASSA_")) {
-            command.env_remove(&key);
-        }
-    }
-    // Pinned certificates go to the test's own directory, never the user's.
-    command.env("XDG_CONFIG_HOME", dir.join("config"));
-    command.envs(env.iter().map(|(key, value)| (OsStr::new(key), OsStr::new(value))));
-    command
-}
-
-/// What a finished command left behind.
-#[derive(Debug)]
-pub struct Finished {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs a command to its end (killed past [`COMMAND_DEADLINE`]), with
-/// `stdin` as its standard input.
+/// Runs a `kassa` command to its end (killed past [`COMMAND_DEADLINE`]),
+/// with `stdin` as its standard input.
 pub async fn run(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&Path>) -> Finished {
-    let (stdout, stderr) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
-    let mut command = kassa(dir, args, env);
-    command
-        .stdin(match stdin {
-            Some(path) => Stdio::from(std::fs::File::open(path).expect("the stdin file")),
-            None => Stdio::null(),
-        })
-        .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("a stderr file"));
-    let mut child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-    let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child can be polled") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{name} still running after {} s:\n{}\n{}",
-                COMMAND_DEADLINE.as_secs(),
-                read(&stdout),
-                read(&stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    Finished { code: status.code(), stdout: read(&stdout), stderr: read(&stderr) }
+    OneShot::new(dir, name, args).env(env).stdin(stdin).deadline(COMMAND_DEADLINE).run().await
 }
 
-/// A running `kassa serve`, killed when dropped.
+/// A running `kassa serve` on SQLite in `DIR/data`, killed when dropped.
 pub struct Server {
-    child: Child,
-    pub dir: PathBuf,
+    process: process::Server,
     pub data_dir: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    /// `http://127.0.0.1:PORT`
-    pub base: String,
-    /// `127.0.0.1:PORT` of the terminal port.
-    pub terminal: String,
-    pub admin_password: String,
-    pub admin_totp_secret: String,
+    pub admin: FirstAdmin,
+    http: Http,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Deref for Server {
+    type Target = process::Server;
+
+    fn deref(&self) -> &process::Server {
+        &self.process
     }
 }
 
 impl Server {
     pub async fn start(dir: &Path) -> Server {
         let data_dir = dir.join("data");
-        let (stdout, stderr) = (dir.join("serve.out"), dir.join("serve.err"));
         let data = data_dir.to_str().expect("a UTF-8 path");
-        let child = kassa(
-            dir,
-            &["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--terminal-listen", "127.0.0.1:0"],
-            &[],
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("a stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("a stderr file"))
-        .spawn()
-        .expect("kassa serve starts");
-        let mut server = Server {
-            child,
-            dir: dir.to_path_buf(),
-            data_dir,
-            stdout,
-            stderr,
-            base: String::new(),
-            terminal: String::new(),
-            admin_password: String::new(),
-            admin_totp_secret: String::new(),
-        };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let out = read(&server.stdout);
-            let base = out
-                .lines()
-                .find_map(|line| line.split_once(" is open: ").map(|(_, rest)| rest))
-                .and_then(|rest| rest.split_once("/api/v1").map(|(base, _)| base.to_owned()));
-            let terminal = out.lines().find_map(|line| {
-                line.split_once("Terminals (ATM protocol over TLS): ")
-                    .and_then(|(_, rest)| rest.split([',', ' ']).next())
-                    .map(str::to_owned)
-            });
-            if let (Some(base), Some(terminal)) = (base, terminal) {
-                server.base = base;
-                server.terminal = terminal;
-                server.admin_password = out
-                    .lines()
-                    .find_map(|line| line.strip_prefix("First admin created: login `admin`, password "))
-                    .expect("the first admin's password")
-                    .trim()
-                    .to_owned();
-                server.admin_totp_secret = out
-                    .lines()
-                    .find_map(|line| line.split_once("secret=").map(|(_, rest)| rest.split('&').next().unwrap_or("")))
-                    .expect("the first admin's TOTP secret")
-                    .to_owned();
-                return server;
-            }
-            if let Some(status) = server.child.try_wait().expect("the child can be polled") {
-                panic!("kassa serve exited ({status}):\n{}", server.describe());
-            }
-            assert!(Instant::now() < deadline, "kassa serve not open:\n{}", server.describe());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", read(&self.stdout), read(&self.stderr))
+        let process = process::Server::start_within(dir, "serve", &["--data-dir", data], &[], START_DEADLINE).await;
+        let admin = process.admin();
+        let http = Http::new(&process.base, REQUEST_TIMEOUT);
+        Server { process, data_dir, admin, http }
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -192,7 +78,7 @@ impl Server {
             None,
         )
         .await;
-        assert_eq!(added.code, Some(0), "kassa terminal add: {added:?}");
+        assert_eq!(added.code(), Some(0), "kassa terminal add: {added:?}");
         let id = added
             .stdout
             .lines()
@@ -203,35 +89,16 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client");
-        let mut request = client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.http.post(path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("a client");
-        let response = client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.http.get(path, token).await
     }
 
     /// The first admin's current TOTP code.
     pub fn admin_totp(&self) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-        kassa_service::crypto::totp::code_at(
-            &kassa_service::crypto::totp::base32_decode(&self.admin_totp_secret),
-            i64::try_from(now).expect("seconds fit"),
-        )
+        self.admin.totp()
     }
 }
 
