@@ -559,8 +559,33 @@ fn csv(statement: &Statement) -> String {
 /// `Amount::format`, so it parses; read as text, not computed, so no
 /// floating-point arithmetic touches money.
 fn number(minor: i64, exponent: u8) -> f64 {
-    let currency_text = format_with_exponent(minor, exponent);
-    currency_text.parse::<f64>().unwrap_or_default()
+    xlsx_number(&format_with_exponent(minor, exponent)).unwrap_or_default()
+}
+
+/// A decimal amount's text (`"-1250.50"`) as an XLSX number cell's value,
+/// the one place money becomes a float: spreadsheets store IEEE doubles,
+/// which hold a decimal of up to 15 digits exactly. Read from the text, so
+/// nothing is computed in floating point. `None` for text that is not a
+/// number (write it as a string then).
+pub fn xlsx_number(decimal: &str) -> Option<f64> {
+    decimal.parse::<f64>().ok()
+}
+
+/// The XLSX number format of amounts in the currency `code` (thousands
+/// grouped, its own decimals); two decimals for a code the bank does not
+/// know.
+pub fn xlsx_money_format_of(code: &str) -> String {
+    xlsx_money_format(Currency::from_code(code).map_or(2, |currency| currency.exponent()))
+}
+
+/// The XLSX number format of amounts with `exponent` decimals, thousands
+/// grouped: `#,##0.00` for kopecks and cents, `#,##0` for a currency
+/// without minor units.
+fn xlsx_money_format(exponent: u8) -> String {
+    match usize::from(exponent) {
+        0 => "#,##0".to_owned(),
+        decimals => format!("#,##0.{}", "0".repeat(decimals)),
+    }
 }
 
 fn format_with_exponent(minor: i64, exponent: u8) -> String {
@@ -601,12 +626,7 @@ fn excel_day(day: Day) -> ServiceResult<rust_xlsxwriter::ExcelDateTime> {
 fn xlsx(statement: &Statement) -> ServiceResult<Vec<u8>> {
     use rust_xlsxwriter::{Format, Workbook};
     let zone = calendar::zone(&statement.timezone)?;
-    let decimals = usize::from(statement.currency_exponent);
-    let money = Format::new().set_num_format(if decimals == 0 {
-        "#,##0".to_owned()
-    } else {
-        format!("#,##0.{}", "0".repeat(decimals))
-    });
+    let money = Format::new().set_num_format(xlsx_money_format(statement.currency_exponent));
     let money_bold = money.clone().set_bold();
     let when = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     let day_format = Format::new().set_num_format("yyyy-mm-dd");

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kassa_service::accounts::OpenAccount;
+use kassa_service::auth::Tokens;
 use kassa_service::money::{Idempotency, TransferForm};
 use kassa_service::terminals::CLOCK_RESERVE_STEP;
 use kassa_service::{Bank, Caller, Role, ServiceError, ServiceResult};
@@ -334,29 +335,18 @@ impl TerminalServer {
                 }))
             }
             Request::Login(login) => {
-                let staff_login = match &login {
-                    Login::Staff { login, .. } => Some(login.trim().to_lowercase()),
-                    _ => None,
-                };
-                let signed = match login {
+                let (signed, staff_login) = match login {
                     Login::Card { card_number, pin } => {
                         let terminal = session.state.terminal.ok_or_else(terminal_required)?;
                         let login = self.bank.card_login(&anonymous, terminal, &card_number, &pin).await?;
-                        Signed {
-                            caller: login.caller,
-                            access_token: login.tokens.access_token,
-                            refresh_token: login.tokens.refresh_token,
-                            expires_in: login.tokens.expires_in,
-                            card_account: login.card_account,
-                            account: None,
-                            currencies: Vec::new(),
-                        }
+                        (Signed::new(login.caller, login.tokens, login.card_account), None)
                     }
-                    Login::Phone { phone: login, password } | Login::Staff { login, password, totp: None } => {
-                        self.password_login(&anonymous, &login, &password, None).await?
+                    Login::Phone { phone, password } => {
+                        (self.password_login(&anonymous, &phone, &password, None).await?, None)
                     }
-                    Login::Staff { login, password, totp: Some(totp) } => {
-                        self.password_login(&anonymous, &login, &password, Some(&totp)).await?
+                    Login::Staff { login, password, totp } => {
+                        let signed = self.password_login(&anonymous, &login, &password, totp.as_deref()).await?;
+                        (signed, Some(login.trim().to_lowercase()))
                     }
                 };
                 self.signed_in(session, signed, staff_login).await
@@ -373,15 +363,16 @@ impl TerminalServer {
                     }
                     _ => None,
                 };
-                let signed = Signed {
-                    caller,
+                // A resumed session has no refresh token: it ends with its
+                // access token.
+                let tokens = Tokens {
                     access_token: session_token,
                     refresh_token: String::new(),
+                    token_type: "Bearer",
                     expires_in: 0,
-                    card_account,
-                    account: None,
-                    currencies: Vec::new(),
+                    password_change_required: false,
                 };
+                let signed = Signed::new(caller, tokens, card_account);
                 self.signed_in(session, signed, None).await
             }
             Request::Logout => {
@@ -426,15 +417,7 @@ impl TerminalServer {
             ));
         }
         let caller = self.bank.authenticate(&tokens.access_token, &from.origin).await?;
-        Ok(Signed {
-            caller,
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            expires_in: tokens.expires_in,
-            card_account: None,
-            account: None,
-            currencies: Vec::new(),
-        })
+        Ok(Signed::new(caller, tokens, None))
     }
 
     /// Marks the session signed in and answers with who it is: a
@@ -739,6 +722,20 @@ struct Signed {
     account: Option<i64>,
     /// The currencies of the accounts this session paid from.
     currencies: Vec<(i64, String)>,
+}
+
+impl Signed {
+    fn new(caller: Caller, tokens: Tokens, card_account: Option<i64>) -> Signed {
+        Signed {
+            caller,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            expires_in: tokens.expires_in,
+            card_account,
+            account: None,
+            currencies: Vec::new(),
+        }
+    }
 }
 
 /// An error reply's content.

@@ -549,17 +549,12 @@ async fn transactions_export(s: &WebState, ctx: &Ctx, xlsx: bool) -> Response {
     }
 }
 
-/// Two decimals with thousands grouped (a constant, so the strings test
-/// does not take it for a translation key).
-const MONEY_FORMAT: &str = "#,##0.00";
-
-/// One sheet, a row per transfer. The amount is a spreadsheet number (as
-/// in the statements' XLSX), so columns can be summed; the decimal string
-/// is exact and a spreadsheet's number shows it exactly up to 15 digits.
+/// One sheet, a row per transfer. The amount is a spreadsheet number in
+/// its currency's decimals (as in the statements' XLSX), so columns can be
+/// summed.
 fn transactions_xlsx(items: &[TransferView]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     use rust_xlsxwriter::{Format, Workbook};
     let bold = Format::new().set_bold();
-    let money = Format::new().set_num_format(MONEY_FORMAT);
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name("Transactions")?;
@@ -573,9 +568,10 @@ fn transactions_xlsx(items: &[TransferView]) -> Result<Vec<u8>, rust_xlsxwriter:
         sheet.write_string(row, 3, &t.state)?;
         sheet.write_number(row, 4, t.debit_account as f64)?;
         sheet.write_number(row, 5, t.credit_account as f64)?;
-        match t.amount.parse::<f64>() {
-            Ok(amount) => sheet.write_number_with_format(row, 6, amount, &money)?,
-            Err(_) => sheet.write_string(row, 6, &t.amount)?,
+        let money = Format::new().set_num_format(statements::xlsx_money_format_of(&t.currency));
+        match statements::xlsx_number(&t.amount) {
+            Some(amount) => sheet.write_number_with_format(row, 6, amount, &money)?,
+            None => sheet.write_string(row, 6, &t.amount)?,
         };
         sheet.write_string(row, 7, &t.currency)?;
         sheet.write_string(row, 8, &t.description)?;

@@ -61,6 +61,15 @@ impl Op {
             Op::Transfer => "terminal transfer",
         }
     }
+
+    /// The protocol's name of the operation.
+    fn frame(self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Balance => "balance",
+            Op::Transfer => "transfer",
+        }
+    }
 }
 
 async fn measure(
@@ -82,13 +91,8 @@ async fn measure(
                     Op::Ping | Op::Balance => Map::new(),
                     Op::Transfer => fields(json!({"to_account": payee, "amount": "0.01"})),
                 };
-                let name = match op {
-                    Op::Ping => "ping",
-                    Op::Balance => "balance",
-                    Op::Transfer => "transfer",
-                };
                 let request_started = Instant::now();
-                let reply = session.call(name, frame).await?;
+                let reply = session.call(op.frame(), frame).await?;
                 if reply.is_ok() {
                     latencies.push(latency_us(request_started));
                 } else {
